@@ -1,0 +1,42 @@
+# Two commands a new user needs (see README):
+#   make course   build the embedded model, run every lesson with papermill, write the report, build the book
+#   make test     run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: course test venv tiny run book nbval clean
+
+# The environment is created on first use. torch goes in first and alone, so pip
+# takes the CPU build where the machine has one instead of a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "torch==2.13.0" || $(PY) -m pip install --quiet "torch>=2.4"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+tiny: $(STAMP)
+	$(PY) -m course_lib build-tiny
+
+course: $(STAMP)
+	$(PY) -m course_lib course
+
+run: $(STAMP)
+	$(PY) -m course_lib run
+
+book: $(STAMP)
+	$(PY) -m course_lib book
+
+test: $(STAMP)
+	bash tests/run_tests.sh
+
+# Execute every lesson source through nbval (slow: the same work as `make run`).
+nbval: $(STAMP)
+	$(PY) -m pytest --nbval-lax notebooks/
+
+clean:
+	rm -rf _build book/executed

@@ -1,0 +1,61 @@
+"""Command line: ``python -m course_lib {build-tiny,run,book,course}``.
+
+``course`` is the main job: build the embedded model, execute every lesson with
+papermill on the embedded defaults, write the report, build the book.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .data import REPO_ROOT
+from .runner import DEFAULT_OUT, build_book, run_all
+
+
+def _run_parameters(args) -> dict:
+    return {"model_profile": args.profile, "judge": args.judge, "quick": args.quick, "seed": args.seed}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m course_lib", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("build-tiny", help="build (or reuse) the embedded tiny Qwen3 model")
+    for name in ("run", "course"):
+        p = sub.add_parser(name, help="execute the lessons" if name == "run" else "build model, run lessons, build the book")
+        p.add_argument("--profile", default="tiny", choices=["tiny", "qwen3-0.6b", "auto"], help="model profile (default: tiny)")
+        p.add_argument("--judge", default="rubric", choices=["rubric", "openai", "auto"], help="level-3 judge (default: rubric)")
+        p.add_argument("--quick", action="store_true", help="smaller grids and sample counts (what CI uses)")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--only", nargs="*", help="run only these lessons (names from _toc.yml)")
+        p.add_argument("--out", default=str(DEFAULT_OUT), help="folder for executed notebooks and the report")
+        p.add_argument("--toc", default=str(REPO_ROOT / "_toc.yml"), help=argparse.SUPPRESS)
+        p.add_argument("--notebooks", default=str(REPO_ROOT / "notebooks"), help=argparse.SUPPRESS)
+    sub.add_parser("book", help="build the book from the executed notebooks into _build/html")
+
+    args = parser.parse_args(argv)
+    if args.command == "build-tiny":
+        from .tiny_model import ensure_tiny_model
+
+        print(ensure_tiny_model())
+        return 0
+    if args.command == "book":
+        return build_book()
+
+    from pathlib import Path
+
+    if args.profile == "tiny":
+        from .tiny_model import ensure_tiny_model
+
+        ensure_tiny_model()
+    report = run_all(_run_parameters(args), Path(args.out), args.only, Path(args.notebooks), Path(args.toc))
+    status = 1 if report.failed else 0
+    if args.command == "course":
+        status = build_book() or status
+    if report.failed:
+        print(f"[run] FAILED: {', '.join(r.name for r in report.failed)}", file=sys.stderr)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""Model profiles: which model a lesson runs on, loaded the same way in every case.
+
+- ``qwen3-0.6b``: ``Qwen/Qwen3-0.6B`` from the Hugging Face hub, or a local copy
+  named by the environment variable ``COURSE_QWEN_PATH``.
+- ``tiny``: the course's own Qwen3-architecture model, built offline (see
+  :mod:`course_lib.tiny_model`).
+- ``auto``: ``qwen3-0.6b`` when it can be loaded (local copy, local hub cache,
+  or a reachable hub), else ``tiny``. It never waits long on a dead network.
+
+Both real and tiny go through ``AutoModelForCausalLM.from_pretrained``.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .data import REPO_ROOT
+from .device import DeviceChoice, pick_device
+
+QWEN_ID = "Qwen/Qwen3-0.6B"
+PROFILES = ("auto", "tiny", "qwen3-0.6b")
+LABELS = {"tiny": "tiny (course-built Qwen3-architecture model)", "qwen3-0.6b": "Qwen/Qwen3-0.6B"}
+
+
+@dataclass
+class Resolved:
+    profile: str  # "tiny" | "qwen3-0.6b"
+    source: str  # hub id or local folder
+    why: str
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    profile: str
+    source: str
+    device: DeviceChoice
+    why: str
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """The name to print next to any result this model produced."""
+        return LABELS[self.profile]
+
+    def banner(self) -> str:
+        n = sum(p.numel() for p in self.model.parameters())
+        source = self.source
+        try:  # a path inside the repository is shown relative to it (no machine paths on pages)
+            source = str(Path(source).resolve().relative_to(REPO_ROOT))
+        except ValueError:
+            pass
+        return (
+            f"model   : {self.label}  [{source}]\n"
+            f"params  : {n:,}\n"
+            f"device  : {self.device.device} ({self.device.dtype_name}; {self.device.why})\n"
+            f"why     : {self.why}"
+        )
+
+
+def _hub_reachable(timeout: float = 2.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True"):
+        return False
+    try:
+        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _qwen_in_local_cache() -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        hit = try_to_load_from_cache(QWEN_ID, "config.json")
+        return isinstance(hit, str)
+    except Exception:  # an old or missing hub client: treat as not cached
+        return False
+
+
+def resolve_profile(profile: str = "auto") -> Resolved:
+    """Decide which model to load, and say why."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown model profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    local = os.environ.get("COURSE_QWEN_PATH")
+    if profile == "tiny":
+        from .tiny_model import tiny_model_dir
+
+        return Resolved("tiny", str(tiny_model_dir()), "requested: model_profile='tiny'")
+    if profile == "qwen3-0.6b":
+        if local:
+            if not Path(local, "config.json").exists():
+                raise FileNotFoundError(f"COURSE_QWEN_PATH={local} has no config.json; point it at a Qwen3-0.6B folder or unset it")
+            return Resolved("qwen3-0.6b", local, "requested: model_profile='qwen3-0.6b' (local copy from COURSE_QWEN_PATH)")
+        return Resolved("qwen3-0.6b", QWEN_ID, "requested: model_profile='qwen3-0.6b'")
+    # auto
+    if local and Path(local, "config.json").exists():
+        return Resolved("qwen3-0.6b", local, "auto: COURSE_QWEN_PATH points at a local Qwen3-0.6B")
+    if _qwen_in_local_cache():
+        return Resolved("qwen3-0.6b", QWEN_ID, "auto: Qwen3-0.6B found in the local Hugging Face cache")
+    if _hub_reachable():
+        return Resolved("qwen3-0.6b", QWEN_ID, "auto: the Hugging Face hub is reachable")
+    from .tiny_model import tiny_model_dir
+
+    return Resolved("tiny", str(tiny_model_dir()), "auto: Qwen3-0.6B is not available offline and the hub is unreachable, using the embedded tiny model")
+
+
+def load_model(profile: str = "auto", device: str | None = None, verbose: bool = True) -> LoadedModel:
+    """Load tokenizer and model for a profile, move it to the best device, print a banner."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    resolved = resolve_profile(profile)
+    if resolved.profile == "tiny":
+        from .tiny_model import ensure_tiny_model
+
+        ensure_tiny_model(progress=verbose)
+    choice = pick_device(device)
+    tokenizer = AutoTokenizer.from_pretrained(resolved.source)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(resolved.source, dtype=choice.dtype)
+    model.to(choice.device)
+    model.eval()
+    loaded = LoadedModel(model, tokenizer, resolved.profile, resolved.source, choice, resolved.why)
+    if verbose:
+        print(loaded.banner())
+    return loaded

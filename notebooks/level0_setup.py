@@ -1,0 +1,121 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # レベル0：環境の確認
+#
+# ```{admonition} このページで学ぶこと
+# :class: tip
+# - **目標**: コースの道具一式（モデル・トークナイザー・生成・グラフ）が手元で動くことを確かめる
+# - **前提知識**: Python の基本と、Jupyter のセルを上から順に実行する操作
+# - **所要時間**: 約10分（初回はコース内蔵モデルの構築に1〜2分かかります）
+# ```
+#
+# このコースでは、小さな言語モデル（language model）を **LoRA（Low-Rank Adaptation）** で
+# ファインチューニング（fine-tuning）します。レッスンを始める前に、次の4点を確認しましょう。
+#
+# 1. モデルを読み込めること（どのモデルを、どのデバイスで使うのかを表示します）
+# 2. 日本語の文がトークン（token）に分割される様子
+# 3. モデルが文章を生成（generate）できること
+# 4. 日本語のラベルがついたグラフを描けること
+
+# %% tags=["parameters"]
+# papermill がこのセルの値を差し替えます（CI では model_profile="tiny"）。
+model_profile = "auto"  # "auto" | "tiny" | "qwen3-0.6b"
+quick = False
+seed = 0
+
+# %% [markdown]
+# ## 1. モデルを読み込む
+#
+# `model_profile="auto"` は、`Qwen/Qwen3-0.6B` を読み込めるとき（ローカルにコピーがある、または
+# Hugging Face Hub に接続できるとき）はそれを使い、読み込めないときはコースが自前で作る
+# **小さな Qwen3 アーキテクチャのモデル（tiny）** を使います。どちらを使ったかと、その理由が表示されます。
+
+# %%
+from course_lib.lesson import start_lesson, show_model_note
+from course_lib.profiles import load_model
+
+start_lesson(seed)
+loaded = load_model(model_profile)
+model, tokenizer = loaded.model, loaded.tokenizer
+show_model_note(loaded)
+
+# %% [markdown]
+# ## 2. 日本語をトークンに分ける
+#
+# モデルは文字列をそのまま読むのではなく、**トークナイザー（tokenizer）** が文を
+# トークンという単位に分け、それぞれに番号（ID）を割り当てたものを読みます。
+
+# %%
+import pandas as pd
+
+text = "LoRAは小さな追加行列だけを学習する手法です。"
+ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+pd.DataFrame({"トークンID": ids, "トークン": [tokenizer.decode([i]) for i in ids]}).T
+
+# %% [markdown]
+# 文字数とトークン数は一致しません。よく出てくる言葉は1トークンにまとまり、
+# まれな文字は複数のトークンに分かれます（文字化けのように見える断片は、1文字のバイト列の一部です）。
+
+# %%
+print(f"文字数: {len(text)}  トークン数: {len(ids)}")
+assert tokenizer.decode(ids) == text, "トークン列を戻すと元の文になるはず"
+
+# %% [markdown]
+# ## 3. 文章を生成する
+#
+# チャット形式のモデルは、会話を **チャットテンプレート（chat template）** という決まった書式に
+# 直してから読みます。学習前のモデルに質問を1つ投げてみましょう。
+
+# %%
+from course_lib.generate import answer
+from course_lib.sft import chat_prompt
+
+question = "日本の四季について一文で教えてください。"
+print(chat_prompt(tokenizer, question))
+reply = answer(model, tokenizer, question, max_new_tokens=40)
+print("モデルの返答:", reply)
+assert isinstance(reply, str)
+
+# %% [markdown]
+# tiny モデルの場合、返答はまだ意味の通らない文章のはずです。
+# このモデルは一般的な日本語の文章で少しだけ事前学習（pre-training）されていますが、
+# 質問に答える練習はしていないからです。それを教えるのがファインチューニングです。
+
+# %% [markdown]
+# ## 4. 日本語ラベルのグラフ
+#
+# 以降のレッスンでは、損失曲線などを seaborn で描きます。日本語が文字化けせずに表示されるか確認します。
+
+# %%
+import matplotlib.pyplot as plt
+import seaborn as sns
+
+lengths = pd.DataFrame({
+    "文": ["短い文", "やや長い文です", "これはもう少し長い日本語の文になります"],
+})
+lengths["トークン数"] = [len(tokenizer(s, add_special_tokens=False)["input_ids"]) for s in lengths["文"]]
+fig, ax = plt.subplots(figsize=(6, 3))
+sns.barplot(data=lengths, x="トークン数", y="文", ax=ax)
+ax.set_title("文ごとのトークン数")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## まとめ
+#
+# - モデルの読み込み、トークン化、生成、グラフ描画が動くことを確認しました。
+# - 表示されたバナーに、使用中のモデル・デバイス・データ型（dtype）が出ています。
+#   GPU がある環境では `cuda` と `bfloat16` が選ばれます。
+#
+# 次のレベル1では、実際に LoRA でファインチューニングします。

@@ -1,0 +1,61 @@
+import pytest
+import torch
+
+from course_lib import profiles
+from course_lib.device import pick_device
+
+
+def test_device_choice_on_this_machine():
+    choice = pick_device()
+    if torch.cuda.is_available():
+        assert choice.device == "cuda"
+    else:
+        assert choice.device in ("mps", "cpu")
+    if choice.device == "cpu":
+        assert choice.dtype == torch.float32
+    assert pick_device("cpu").device == "cpu"
+
+
+def test_unknown_profile_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown model profile 'gpt5'.*auto, tiny, qwen3-0.6b"):
+        profiles.resolve_profile("gpt5")
+
+
+def test_auto_falls_back_to_tiny_offline(monkeypatch):
+    monkeypatch.delenv("COURSE_QWEN_PATH", raising=False)
+    monkeypatch.setattr(profiles, "_qwen_in_local_cache", lambda: False)
+    monkeypatch.setattr(profiles, "_hub_reachable", lambda timeout=2.0: False)
+    r = profiles.resolve_profile("auto")
+    assert r.profile == "tiny" and "unreachable" in r.why
+
+
+def test_auto_prefers_qwen_when_hub_is_reachable(monkeypatch):
+    monkeypatch.delenv("COURSE_QWEN_PATH", raising=False)
+    monkeypatch.setattr(profiles, "_qwen_in_local_cache", lambda: False)
+    monkeypatch.setattr(profiles, "_hub_reachable", lambda timeout=2.0: True)
+    r = profiles.resolve_profile("auto")
+    assert (r.profile, r.source) == ("qwen3-0.6b", "Qwen/Qwen3-0.6B")
+
+
+def test_hub_check_does_not_hang_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert profiles._hub_reachable() is False
+
+
+def test_real_path_loads_a_local_qwen3_folder(monkeypatch, small_model_dir, capsys):
+    """The qwen3-0.6b profile goes through from_pretrained on a local folder (COURSE_QWEN_PATH).
+
+    Here the folder holds a small Qwen3 built by the course: same code path as the real weights.
+    """
+    monkeypatch.setenv("COURSE_QWEN_PATH", str(small_model_dir))
+    loaded = profiles.load_model("qwen3-0.6b")
+    assert loaded.profile == "qwen3-0.6b" and loaded.source == str(small_model_dir)
+    assert type(loaded.model).__name__ == "Qwen3ForCausalLM"
+    banner = capsys.readouterr().out
+    assert "Qwen/Qwen3-0.6B" in banner and "device" in banner and loaded.device.device in banner
+
+
+def test_bad_local_path_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("COURSE_QWEN_PATH", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="COURSE_QWEN_PATH=.*no config.json"):
+        profiles.resolve_profile("qwen3-0.6b")
