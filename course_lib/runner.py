@@ -111,7 +111,9 @@ def run_notebook(name: str, out_dir: Path, parameters: dict, notebooks_dir: Path
     import papermill as pm
 
     src = notebooks_dir / f"{name}.py"
+    out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"{name}.ipynb"
+    os.environ["TQDM_DISABLE"] = "1"  # progress bars are for people at a screen, not for the book
     start = time.perf_counter()
     try:
         nb = jupytext.read(src)
@@ -182,8 +184,6 @@ def run_all(parameters: dict, out_dir: Path = DEFAULT_OUT, only: list[str] | Non
         if unknown:
             raise SystemExit(f"not in _toc.yml: {', '.join(unknown)} (available: {', '.join(names)})")
         names = [n for n in names if n in only]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    os.environ["TQDM_DISABLE"] = "1"  # progress bars are for people at a screen, not for the book
     report = RunReport(started=dt.datetime.now().isoformat(timespec="seconds"), environment=environment_info())
     for name in names:
         print(f"[run] {name} ...", flush=True)

@@ -41,3 +41,40 @@ def fresh_course_model(course_model):
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(course_model.source).eval(), course_model.tokenizer
+
+
+@pytest.fixture(scope="session")
+def executed_book(tmp_path_factory):
+    """Every lesson executed once per session (quick, tiny model, rubric judge) into a
+    temporary copy of the book, the way CI and ``make course`` run them.
+
+    Lesson tests read their executed notebook from here instead of running it again.
+    Returns (book_root, RunReport).
+    """
+    import shutil
+
+    from course_lib.data import REPO_ROOT
+    from course_lib.runner import run_all
+
+    root = tmp_path_factory.mktemp("book-build")
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy(REPO_ROOT / name, root / name)
+    shutil.copytree(REPO_ROOT / "book", root / "book", ignore=shutil.ignore_patterns("executed", "_build"))
+    report = run_all({"model_profile": "tiny", "judge": "rubric", "quick": True, "seed": 0}, root / "book" / "executed")
+    return root, report
+
+
+@pytest.fixture(scope="session")
+def executed_lesson(executed_book):
+    """Look up one executed lesson: returns (result, notebook) and fails if it did not run."""
+    import nbformat
+
+    root, report = executed_book
+
+    def get(name: str):
+        result = next((r for r in report.results if r.name == name), None)
+        assert result is not None, f"{name} is not in _toc.yml, so the runner did not execute it"
+        assert result.status == "ok", result.error
+        return result, nbformat.read(root / "book" / "executed" / f"{name}.ipynb", as_version=4)
+
+    return get

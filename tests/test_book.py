@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from course_lib.data import REPO_ROOT
-from course_lib.runner import run_all, toc_notebooks
+from course_lib.runner import toc_notebooks
 
 ARTIFACTS = REPO_ROOT / "_build" / "test-artifacts"
 pytestmark = pytest.mark.notebook
@@ -31,12 +31,8 @@ def toc_files() -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def built_book(tmp_path_factory):
-    root = tmp_path_factory.mktemp("book-build")
-    for name in ("_config.yml", "_toc.yml"):
-        shutil.copy(REPO_ROOT / name, root / name)
-    shutil.copytree(REPO_ROOT / "book", root / "book", ignore=shutil.ignore_patterns("executed", "_build"))
-    report = run_all({"model_profile": "tiny", "judge": "rubric", "quick": True, "seed": 0}, root / "book" / "executed")
+def built_book(executed_book):
+    root, report = executed_book
     exe = Path(sys.executable).with_name("jupyter-book")
     proc = subprocess.run(
         [str(exe), "build", str(root), "--path-output", str(root), "--all", "--warningiserror", "--keep-going"],
