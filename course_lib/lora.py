@@ -42,15 +42,25 @@ def count_parameters(model) -> tuple[int, int]:
     return trainable, total
 
 
-def expected_lora_parameters(model, r: int, target_modules: Sequence[str] = ALL_PROJ_MODULES) -> int:
-    """LoRA parameters by arithmetic: r * (in + out) for every targeted Linear layer."""
+def targeted_linears(model, target_modules: Sequence[str] = ALL_PROJ_MODULES):
+    """(full name, short name, Linear) for every targeted projection, adapter-wrapped or not."""
     import torch
 
-    total = 0
     for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and name.split(".")[-1] in target_modules:
-            total += r * (module.in_features + module.out_features)
-    return total
+        if not isinstance(module, torch.nn.Linear):
+            continue
+        parts = name.split(".")
+        if parts[-1] == "base_layer":  # inside a LoRA wrapper: the projection is the parent
+            parts = parts[:-1]
+        elif any(p in ("lora_A", "lora_B") for p in parts):
+            continue
+        if parts[-1] in target_modules:
+            yield ".".join(parts), parts[-1], module
+
+
+def expected_lora_parameters(model, r: int, target_modules: Sequence[str] = ALL_PROJ_MODULES) -> int:
+    """LoRA parameters by arithmetic: r * (in + out) for every targeted Linear layer."""
+    return sum(r * (lin.in_features + lin.out_features) for _, _, lin in targeted_linears(model, target_modules))
 
 
 def save_adapter(model, path: str | Path) -> Path:
