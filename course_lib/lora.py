@@ -1,12 +1,22 @@
 """LoRA adapters: attach, count parameters, save, reload, merge."""
 from __future__ import annotations
 
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
 ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP_MODULES = ("gate_proj", "up_proj", "down_proj")
 ALL_PROJ_MODULES = ATTENTION_MODULES + MLP_MODULES  # seed 000 §8.1: all seven projections
+
+
+@contextmanager
+def _quiet_peft():
+    """peft asks transformers a deprecated question; the warning is not for students."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 def lora_config(r: int = 16, alpha: int = 32, dropout: float = 0.05, target_modules: Sequence[str] = ALL_PROJ_MODULES):
@@ -25,13 +35,9 @@ def lora_config(r: int = 16, alpha: int = 32, dropout: float = 0.05, target_modu
 
 def attach_lora(model, r: int = 16, alpha: int = 32, dropout: float = 0.05, target_modules: Sequence[str] = ALL_PROJ_MODULES):
     """Wrap a base model with fresh LoRA adapters; only the adapters are trainable."""
-    import warnings
-
     from peft import get_peft_model
 
-    with warnings.catch_warnings():
-        # peft asks transformers a deprecated question; the warning is not for students.
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    with _quiet_peft():
         return get_peft_model(model, lora_config(r, alpha, dropout, target_modules))
 
 
@@ -74,7 +80,8 @@ def load_adapter(base_model, path: str | Path, trainable: bool = False):
     """Put a saved adapter back on a base model."""
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(base_model, str(path), is_trainable=trainable)
+    with _quiet_peft():
+        return PeftModel.from_pretrained(base_model, str(path), is_trainable=trainable)
 
 
 def merge_adapter(peft_model):
