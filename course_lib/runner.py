@@ -114,6 +114,7 @@ def run_notebook(name: str, out_dir: Path, parameters: dict, notebooks_dir: Path
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"{name}.ipynb"
     os.environ["TQDM_DISABLE"] = "1"  # progress bars are for people at a screen, not for the book
+    os.environ["COURSE_REPORT_DIR"] = str(out_dir)  # lessons that add a section to the report write it here
     start = time.perf_counter()
     try:
         nb = jupytext.read(src)
@@ -171,6 +172,9 @@ def write_report(report: RunReport, out_dir: Path) -> tuple[Path, Path]:
         err = (r.error or "").replace("|", "\\|").replace("\n", " ")[:300]
         status = "✅ 成功" if r.status == "ok" else "❌ 失敗"
         lines.append(f"| {r.name} | {status} | {r.seconds:.1f} | {params} | {err} |")
+    # Sections that lessons wrote for the report (level 3: iteration table, plots, configuration).
+    for section in sorted(out_dir.glob("*_report.md")):
+        lines += ["", f"```{{include}} {section.name}", "```"]
     md = out_dir / f"{REPORT_STEM}.md"
     md.write_text(redact("\n".join(lines) + "\n"), encoding="utf-8")
     return js, md

@@ -1,0 +1,524 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # レベル3：自己改善ループを測って確かめる
+#
+# ```{admonition} 医療上の助言ではありません
+# :class: warning
+# このページは、言語モデルの学習方法を学ぶための**教育用の実験**です。
+# 出てくる薬剤名・理由・スコアは、どれも医療上の助言ではありません。
+# 教材のデータは薬剤師・医師の確認を受けていません。薬の使用や症状については、必ず医師・薬剤師に相談してください。
+# ```
+#
+# ```{admonition} このページで学ぶこと
+# :class: tip
+# - **目標**: 「学習 → 生成 → 採点 → 誤答の抽出 → 追加学習」という自己改善ループ（self-improvement loop）を動かし、
+#   その効果を **信頼区間（confidence interval）と検定** つきで測る。ループが効く場面と効かない場面を、数値から判断できるようになる
+# - **前提知識**: [レベル1](level1_basics.ipynb) の LoRA 学習の流れ（学習・生成・アダプターの保存）、
+#   [レベル2](level2_parameters.ipynb) の学習率・エポック数・過学習の考え方、平均と標準偏差
+# - **所要時間**: 読むだけなら約30分。実行は tiny モデル・CPU 2コアで約8分（`quick=True` なら約5分）。
+#   Qwen3-0.6B では GPU を使っても数十分以上かかります
+# ```
+#
+# ## この実験の出発点
+#
+# 元になった実験（seed 000）は、Qwen3-0.6B を LoRA で学習し、GPT-4.1-mini に回答を JSON で採点させ、
+# 誤答だった質問だけを追加学習する、というループを2回まわしました。15問の正答率は
+# iteration 0 で 73.3%（11/15）、iteration 1 と 2 で 80.0%（12/15）でした。
+# ただし、その実験には次の制約がありました（レポート自身が §6.6・§9.2・§11 で挙げています）。
+#
+# | seed 000 の制約 | このページでの扱い |
+# | --- | --- |
+# | 学習前（ベースライン）を評価していない | 学習前のモデルも同じ方法で評価する |
+# | 各質問 1 回だけ生成（N = 1） | 各質問 N 回（既定 30 回）温度つきで生成し、平均と信頼区間を出す |
+# | 15問の固定文面だけで評価 | 学習に使わない **言い換え（paraphrase）** でも評価する |
+# | 誤答だけを追加学習（忘却の心配） | 正解済みの質問も一定割合で混ぜる **リプレイ（replay）** を入れ、なしの場合と比べる |
+# | 「ループは多エポック学習より良いのか」が未検証 | 同じデータ・同じステップ数の **通常 SFT（対照、control）** と比べる |
+# | 採点者（GPT）の誤りが疑われた | 人手の正解ラベルで採点者の信頼性を測る |
+
+# %% tags=["parameters"]
+# papermill がこのセルの値を差し替えます（CI では model_profile="tiny", judge="rubric", quick=True）。
+model_profile = "auto"  # "auto" | "tiny" | "qwen3-0.6b"
+judge = "auto"  # "auto" | "rubric" | "openai"（"auto" は OPENAI_API_KEY があれば openai）
+quick = False  # True: サンプル数を減らした短縮版（CI 用）
+seed = 0
+n_samples = 30  # N: 元の質問 1 問あたりの生成回数（seed 000 §6.6 の推奨値。quick では 8）
+iterations = 2  # K: iteration 0 のあとの反復学習の回数（seed 000 と同じ 2 回）
+replay_ratio = 0.5  # 正解済みの質問を混ぜ戻す割合（0 でリプレイなし）
+
+# %% [markdown]
+# ## 1. 準備：モデルと採点者
+#
+# 採点者（judge）は2種類あります。
+#
+# - **rubric**: コースの薬剤知識ベース（`datasets/level3/drugs.jsonl`）に基づく決定的な採点器。オフラインで無料、何千件でも一瞬で採点できます。
+# - **openai**: seed 000 と同じく LLM（既定 `gpt-4.1-mini`）に JSON 形式で採点させます。API キーが必要で、採点ごとに料金がかかります。
+#
+# どちらも seed 000 §4.2 と同じ JSON 形式の採点結果を返します。
+
+# %%
+import time
+
+t_start = time.perf_counter()
+
+from course_lib.judge import make_judge
+from course_lib.lesson import show_model_note, start_lesson
+from course_lib.profiles import load_model
+
+start_lesson(seed)
+loaded = load_model(model_profile)
+grader = make_judge(judge)
+show_model_note(loaded, judge=repr(grader))
+
+# %% [markdown]
+# ## 2. 課題とデータ
+#
+# 課題は「症状の説明から、推奨される薬剤を3つと理由を答える」ことです。質問文は seed 000 §3.1 のテンプレートそのままです。
+
+# %%
+import pandas as pd
+from IPython.display import Markdown, display
+
+from course_lib.loop import LoopData
+
+data = LoopData.load()
+print(data.symptoms[0]["question"])
+
+# %% [markdown]
+# 学習データは2種類あります。**初回学習データ**（`train_initial`、50件）は iteration 0 で使い、
+# **参照回答**（`references`、各症状2件）は誤答だった質問の修正用（seed の `SAMPLE_MEDICAL_DATA` にあたる）に使います。
+# 回答は `1. [薬剤名] - [理由]` の形式です。
+
+# %%
+print(data.references[0]["response"])
+counts = pd.DataFrame({
+    "データ": ["質問（症状）", "言い換え", "初回学習データ", "参照回答"],
+    "件数": [len(data.symptoms), len(data.paraphrases), len(data.train_initial), len(data.references)],
+    "用途": ["評価", "評価のみ（学習には使わない）", "iteration 0 の学習", "誤答の修正・リプレイ"],
+})
+display(counts.style.hide(axis="index"))
+
+# %% [markdown]
+# 言い換えは、同じ症状を別の言い方（くだけた言い方、専門的な言い方、語順の入れ替え、本人の言葉、短い言い方）で書いたものです。
+# 学習には一度も使わないので、「文面を覚えただけ」か「症状と薬の対応を学んだ」かを見分ける手がかりになります。
+
+# %%
+para = pd.DataFrame(data.paraphrases)
+sample_para = para[para["symptom_id"] == data.symptoms[0]["id"]][["id", "style", "text"]]
+display(pd.concat([pd.DataFrame([{"id": data.symptoms[0]["id"], "style": "（元の文面）", "text": data.symptoms[0]["text"]}]),
+                   sample_para]).style.hide(axis="index"))
+
+# %% [markdown]
+# ## 3. ループの設定
+#
+# 設定は `LoopConfig` にまとまっています。既定値はモデルごとに違います。
+#
+# | 設定 | qwen3-0.6b（seed 000 §5 と同じ） | tiny（このコースで測って決めた値） |
+# | --- | --- | --- |
+# | LoRA | r = 16, α = 32, dropout 0.05, 7つの射影層 | r = 16, α = 32, dropout 0.05, 7つの射影層 **+ 出力層（lm_head）** |
+# | 学習率 | 2e-4 | 5e-3 |
+# | エポック数 | 初回 100、反復 30 | 初回 20、反復 10 |
+# | バッチサイズ / 最大長 | 4 / 512 | 4 / 512 |
+# | サンプル数 | 元の質問 N = 30、言い換え各 10 | 元の質問 N = 30、言い換え各 4 |
+# | 生成 | 温度 0.7、top_p 0.9 | 温度 0.7（top_p なし） |
+#
+# tiny モデルは隠れ層の幅が128しかなく、出力層が事前学習の少ない埋め込みと共有されています。
+# 7つの射影層だけに LoRA をかけた場合、学習損失は r = 16 で 3.1、r = 64 でも 1.5 までしか下がらず（30エポック）、
+# 温度 0.7 で生成した回答は意味をなしませんでした。出力層にも LoRA をかけると、r = 16 のままで損失は 0.16 まで下がり、
+# 正答率が測れる回答になりました（20エポック、学習率 5e-3 で測定）。
+# 学習率 1e-2 以上では学習が発散し、12エポックでは iteration 0 の正答率が5%程度にとどまりました。
+# また、top_p による絞り込みは毎ステップ語彙全体を並べ替えるため CPU では生成時間の約半分を占めたので、
+# tiny では温度だけでサンプリングします（iteration 0 の正答率は top_p 0.9 で45%、なしで34%）。
+
+# %%
+from course_lib.loop import LoopConfig, judge_budget
+
+overrides = dict(iterations=iterations, replay_ratio=replay_ratio, seed=seed)
+if not quick:
+    overrides["n_samples"] = n_samples
+config = LoopConfig.for_profile(loaded.profile, quick=quick, **overrides)
+display(pd.DataFrame([config.to_dict()]).T.rename(columns={0: "値"}))
+
+# %% [markdown]
+# 採点の前に、採点回数（と LLM 採点者なら費用の目安）を確かめます。同じ回答は一度しか採点しないので、実際の回数はこれより少なくなります。
+# seed 000 が学習前の評価を省いた理由は費用でしたが、rubric 採点者なら費用はかかりません。
+
+# %%
+budget = judge_budget(config, grader, data)
+print(f"1段階あたりの回答数: {budget['answers_per_stage']}、段階数: {budget['stages']}、採点回数の上限: {budget['max_calls']}")
+print("費用の目安:", "無料（rubric）" if budget["est_usd"] == 0 else
+      (f"約 ${budget['est_usd']:.2f}" if budget["est_usd"] is not None else "単価が不明なため計算できません"))
+
+# %% [markdown]
+# ## 4. ループを実行する
+#
+# `run_loop` は次の段階を順に実行します。
+#
+# 1. **baseline**: 学習前のモデルを評価
+# 2. **iter0**: 初回学習データで LoRA を学習して評価
+# 3. **iter1 … iterK**: 直前の段階で不合格だった質問（N 回のうち正答（スコア 0.8 以上）が 80% 未満、または危険な回答が1つでもある質問）について
+#    参照回答を集めた **修正データ** に、合格した質問の一部（リプレイ）を混ぜて追加学習し、評価
+# 4. **control**: ループが使った全データで、ループ全体と **同じステップ数** だけ新しい LoRA を通常どおり学習して評価
+#
+# 各段階の結果（設定、アダプター、生成文、採点、指標）は `runs/level3/<設定のハッシュ>/` に段階ごとに保存されます。
+# 途中で止まっても、もう一度実行すれば終わった段階は読み込むだけで、採点済みの回答を採点し直すこともありません。
+# 設定を変えると別のフォルダになります。
+
+# %%
+from course_lib.loop import run_loop
+
+from course_lib.data import REPO_ROOT
+
+result = run_loop(config, loaded, grader)
+
+
+def state_ja(state: str) -> str:
+    if state == "computed":
+        return "この実行で計算"
+    if state == "done":
+        return "保存済みの結果を読み込み"
+    return state.replace("copied from", "同じ内容の段階を別の実行からコピー:")
+
+
+status = pd.DataFrame({"段階": result.stages,
+                       "状態": [state_ja(result.reused.get(s, "")) for s in result.stages],
+                       "この実行での秒数": [result.seconds.get(s, 0.0) for s in result.stages]})
+display(status.style.hide(axis="index"))
+where = result.run_dir
+print(f"保存先: {where.relative_to(REPO_ROOT) if where.is_relative_to(REPO_ROOT) else where}")
+print(f"この実行での採点回数: {result.judge_calls}（採点エラー {result.judge_errors} 件）")
+
+# %% [markdown]
+# 学習した段階ごとの内訳です。`failed` は直前の評価で不合格だった質問の数、`corrective` は修正データ、`replay` はリプレイの件数です。
+# 対照（control）のステップ数は iter0 から最後の反復までの合計と同じです。
+
+# %%
+display(result.training.style.hide(axis="index").format(precision=3, na_rep="—"))
+
+# %%
+import matplotlib.pyplot as plt
+
+from course_lib.report_level3 import plot_training_loss
+
+plot_training_loss(result)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## 5. 回答と採点結果を見る
+#
+# 指標を見る前に、実際の回答を見ましょう。iter0 の正答率が半分くらいの質問を1つ選び、
+# 学習前と iter0 の回答、そして採点結果の JSON（seed 000 §4.2 の形式）を表示します。
+
+# %%
+import json
+
+pq0 = result.per_question("original")
+pq0 = pq0[pq0["stage"] == "iter0"]
+example_id = pq0.iloc[(pq0["accuracy"] - 0.5).abs().argsort()].iloc[0]["symptom_id"]
+texts = {s["id"]: s["text"] for s in data.symptoms}
+print(f"例に使う質問: {example_id}「{texts[example_id]}」\n")
+
+g = result.grades
+for stage in ("baseline", "iter0"):
+    rows = g[(g["stage"] == stage) & (g["split"] == "original") & (g["item_id"] == example_id)]
+    print(f"===== {stage}: {len(rows)} 回の生成のうち最初の2つ =====")
+    for _, r in rows.head(2).iterrows():
+        print(f"--- sample {r['sample']}（score {r['score']:.2f}, {r['label']}）")
+        print(r["answer"][:300])
+    print()
+
+# %% [markdown]
+# 次は iter0 の回答のうち、正答と判定されたもの・されなかったものの採点 JSON です。
+# `drugs` の各要素が薬剤ごとの判定、`overall_score` が回答全体のスコアです。
+
+# %%
+rows = g[(g["stage"] == "iter0") & (g["split"] == "original") & (g["item_id"] == example_id)]
+picks = [rows[rows["score"] >= 0.8].head(1), rows[rows["score"] < 0.8].head(1)]
+for pick in picks:
+    if len(pick):
+        grade = result.grade_json("iter0", example_id, int(pick.iloc[0]["sample"]))
+        grade["question"] = grade["question"].split("\n")[0] + " …（以下テンプレート）"
+        print(json.dumps(grade, ensure_ascii=False, indent=2))
+
+# %% [markdown]
+# ## 6. 段階ごとの指標
+#
+# seed 000 §6.1 と同じ形の表です。ただし1問1回ではなく、各質問 N 回の回答すべてを数えています。
+#
+# - **平均スコア**: `overall_score` の平均と、その95%信頼区間（質問ごとに層別したブートストラップ（bootstrap））
+# - **正答率 (≥0.8)**: スコア 0.8 以上の回答の割合（括弧内は回答数）と95%信頼区間
+# - **解けた質問**: 平均スコアが 0.8 以上の質問の数。seed の「11/15」にあたる数です
+
+# %%
+display(Markdown(f"**元の質問（{len(data.symptoms)}問 × N = {config.n_samples}）**"))
+display(result.table("original").style.hide(axis="index"))
+display(Markdown(f"**言い換え（{len(data.paraphrases)}文 × {config.n_paraphrase}、学習に未使用）**"))
+display(result.table("paraphrase").style.hide(axis="index"))
+
+# %% [markdown]
+# ## 7. グラフで見る
+#
+# ### 7.1 スコアの分布
+#
+# 平均だけでは、全部が中くらいなのか、良い回答と悪い回答が混ざっているのかが分かりません。分布を見ます。
+
+# %%
+from course_lib.report_level3 import (
+    plot_accuracy, plot_loop_vs_control, plot_paraphrase_gap, plot_question_heatmap, plot_score_distribution,
+)
+
+plot_score_distribution(result)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ### 7.2 質問ごとの変化
+#
+# 行が質問、列が段階です。どの質問がどの段階で良くなり、どこで悪くなったかが一目で分かります。
+
+# %%
+plot_question_heatmap(result)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ### 7.3 正答率と信頼区間
+#
+# エラーバーは95%信頼区間です。区間が大きく重なっている2つの段階は、この N では差があるとは言えません。
+
+# %%
+plot_accuracy(result)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ### 7.4 言い換えとのギャップ
+#
+# 横軸が元の文面、縦軸が言い換えでの平均スコアです。点が対角線より下にあるほど、言い換えに弱い質問です。
+# 結果がどうであれ、そのまま示します。
+
+# %%
+plot_paraphrase_gap(result)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ### 7.5 ループ vs 同じ計算量の通常 SFT
+#
+# seed 000 の最後の論点「計算資源があれば多エポック学習のほうが効率が良いのでは」を確かめます。
+# 対照は、ループが使ったすべての学習データ（初回学習データ＋修正データ＋リプレイ）で、新しい LoRA を
+# ループ全体と同じステップ数だけ学習したものです。
+
+# %%
+train_keys = {(r["prompt"], r["response"]) for r in data.train_initial}
+in_train = sum((r["prompt"], r["response"]) in train_keys for r in data.references)
+print(f"参照回答 {len(data.references)} 件のうち、初回学習データにも含まれるもの: {in_train} 件")
+if "control" in result.stages:
+    ctrl = result.stage_info["control"]
+    print(f"対照の学習データ: {ctrl['examples']} 件（重複を除く）、{ctrl['steps']} ステップ（ループの合計 {ctrl['loop_steps']} ステップ）")
+
+# %% [markdown]
+# 参照回答が初回学習データにも含まれている場合、ループの反復は「新しい知識」を足すのではなく、
+# 不合格だった質問の例を追加で学習し直しているだけです。対照はその同じ例を、全質問に均等に、同じステップ数だけ学習します。
+
+# %%
+if "control" in result.stages:
+    plot_loop_vs_control(result)
+    plt.tight_layout()
+    plt.show()
+
+# %% [markdown]
+# ## 8. 改善した質問・悪化した質問
+#
+# seed 000 §6.2〜6.4 では、質問ごとの変化を人が読み取って書いていました。ここでは同じ分析をデータから作ります。
+# 各質問の N 回の回答について、前の段階との差を **Mann–Whitney の U 検定** で調べ、15問ぶんの検定を
+# **Holm 法** で補正したうえで p < 0.05 のものを「有意な変化」とします。全体の変化は、質問ごとの平均スコアの差に
+# **Wilcoxon の符号順位検定** と **並べ替え検定（permutation test）** を使います。
+
+# %%
+from course_lib.report_level3 import consistent_questions, describe_changes
+
+for (a, b), cmp in result.comparisons("original").items():
+    display(Markdown(describe_changes(cmp, a, b)))
+
+# %% [markdown]
+# 全段階を通して見ると（seed 000 §6.4 にあたる分析）:
+
+# %%
+always, never = consistent_questions(result)
+fmt = lambda ids: "、".join(f"{s}「{texts[s]}」" for s in ids) or "なし"
+display(Markdown(f"- 学習後のすべての段階で解けていた質問（{len(always)}問）: {fmt(always)}\n"
+                 f"- 学習後のどの段階でも解けなかった質問（{len(never)}問）: {fmt(never)}"))
+
+# %% [markdown]
+# ## 9. リプレイの効果
+#
+# 誤答だけで追加学習すると、すでに解けていた質問を忘れること（破滅的忘却、catastrophic forgetting）があります。
+# seed 000 §11.4 は対策として、正解済みの質問も一定比率で再学習する **リプレイ** を挙げていました。
+# リプレイなし（`replay_ratio=0`）のループも実行して比べます。学習前と iter0 はリプレイの設定に関係しないので、
+# 保存済みの結果がそのまま使われ、再計算も再採点もされません。
+
+# %%
+from dataclasses import replace
+
+other_ratio = 0.0 if config.replay_ratio > 0 else 0.5
+other = run_loop(replace(config, replay_ratio=other_ratio, control=False), loaded, grader)
+with_replay, without_replay = (result, other) if config.replay_ratio > 0 else (other, result)
+no_replay = other if config.replay_ratio > 0 else None  # the comparison run, when this page's run has replay
+rows = []
+for name, res in (("リプレイあり", with_replay), ("リプレイなし", without_replay)):
+    for (a, b), cmp in res.comparisons("original").items():
+        if a == "baseline" or b == "control":
+            continue
+        o = res.summaries[(b, "original")].overall
+        rows.append({"設定": name, "段階": f"{a} → {b}", "正答率": f"{o['accuracy']:.1%}",
+                     "平均スコア": f"{o['mean']:.3f}", "新たに解けた質問": cmp.overall["newly_solved"],
+                     "解けなくなった質問": cmp.overall["forgotten"]})
+display(pd.DataFrame(rows).style.hide(axis="index"))
+
+# %%
+plot_accuracy(with_replay, extra={"リプレイなし": without_replay})
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## 10. 採点者はどこまで信頼できるか
+#
+# ここまでの数値はすべて採点者の判定に依存しています。seed 000 では、GPT がトラネキサム酸（のどの痛みに使われる）を
+# 「不適切」と判定した例が報告されています（§6.4.2、論点2）。そこで、人が正解ラベルを付けた回答集（`judge_gold`）で
+# 採点者を採点します。特に大事なのは **有害な回答を見逃さないか**（有害回答の再現率、harmful recall）です。
+
+# %%
+import os
+
+from course_lib.judge import RubricJudge, agreement_report
+from course_lib.medical import load_judge_gold
+
+gold = load_judge_gold()
+rubric_agreement = agreement_report(RubricJudge(), gold)
+summaries = [rubric_agreement.summary()]
+if os.environ.get("OPENAI_API_KEY"):
+    openai_judge = make_judge("openai")
+    print(openai_judge.grade_many([(x["question"], x["answer"]) for x in gold], dry_run=True))
+    summaries.append(agreement_report(openai_judge, gold).summary())
+else:
+    print("OPENAI_API_KEY が設定されていないため、OpenAI 採点者の評価は省略します。")
+display(pd.DataFrame(summaries).style.hide(axis="index").format(precision=3))
+display(rubric_agreement.confusion_ja())
+
+# %% [markdown]
+# rubric 採点者は知識ベースに書かれたことしか判定できません。知識ベースにない薬剤は「不明」として低く採点し、
+# 理由の文章の質（誤字や不自然な日本語）はほとんど見ません。LLM 採点者は文章の質も見られますが、
+# 判定が揺れたり、知識ベースと違う判断をしたりします。どちらの結果も「その採点者から見た」数値です。
+
+# %% [markdown]
+# ## 11. 考察：ループはいつ効き、いつ効かないか
+#
+# 次の要点は、このページで測った数値から自動で組み立てています（モデルや設定を変えると文も変わります）。
+
+# %%
+from course_lib.report_level3 import discussion
+
+used = summaries[-1] if getattr(grader, "name", "") == "openai" and len(summaries) > 1 else rubric_agreement.summary()
+display(Markdown(discussion(result, no_replay, used)))
+
+# %% [markdown]
+# 自動で組み立てた要点に加えて、どの設定でも成り立つ見方をまとめます。
+#
+# - **学習前の評価がないと、学習の効果の大きさは分かりません。** seed 000 はここを測らなかったため、
+#   「iteration 0 → 2 で 73.3% → 80.0%」という差だけが見えていました。
+# - **反復の効果は、N 回の生成と信頼区間がないと判断できません。** 1問1回の評価では、0.79 と 0.81 の違いで
+#   正答・誤答が入れ替わります（seed 000 §12.3）。信頼区間が重なる変化は、改善とも悪化とも言えません。
+# - **ループが通常の SFT より良いとは限りません。** 誤答の修正データが初回学習データの一部である場合、
+#   ループは「一部の質問だけを追加で学習する」ことになり、同じステップ数を全データに使う通常の SFT（対照）と
+#   比べないと、反復の効果なのか単に学習量が増えた効果なのかを区別できません。
+#   ループが有利になりうるのは、採点が安く正確で、修正データが初回学習データにない新しい情報を含み、
+#   しかも全データを学習し続ける余裕がない場合です。
+# - **誤答だけを学習すると、解けていた質問を忘れることがあります。** リプレイの有無の比較が、その大きさを示します。
+# - **固定の15問で測った改善は、言い換えでは小さくなることがあります。** seed 000 の論点3のとおり、
+#   固定入力での改善は「その文面への適合」を含みます。言い換えでの数値も合わせて見ましょう。
+# - **すべての数値は採点者の判定の上に成り立っています。** 採点者の誤り（seed 000 のトラネキサム酸の例）は、
+#   そのまま学習データの選択に入り込みます。
+
+# %% [markdown]
+# ## 12. 測定結果の確認
+#
+# このページが壊れていないことを、測った値で確かめます（CI でもこのセルが実行されます）。
+# 閾値は tiny モデルで測った値に余裕を持たせたものです。
+
+# %%
+ov = result.overall("original").set_index("stage")
+base, it0 = ov.loc["baseline"], ov.loc["iter0"]
+assert (result.grades.groupby(["stage", "split"]).size() > 0).all()
+n_orig = result.grades[(result.grades["stage"] == "iter0") & (result.grades["split"] == "original")]
+assert len(n_orig) == len(data.symptoms) * config.n_samples, "every original question has N graded answers"
+# measured (tiny, rubric, seed 0): accuracy 0.0% -> 24.2% (N=8) and mean score 0.04 -> 0.61
+assert it0["accuracy"] - base["accuracy"] >= 0.1, f"iteration 0 should raise accuracy clearly: {base['accuracy']:.3f} -> {it0['accuracy']:.3f}"
+assert it0["accuracy_lo"] > base["accuracy_hi"], "the rise from the baseline is outside the confidence intervals"
+assert it0["mean"] - base["mean"] >= 0.3, f"mean score {base['mean']:.3f} -> {it0['mean']:.3f}"
+if "control" in result.stages:
+    steps = result.training.set_index("stage")["steps"]
+    assert steps["control"] == steps[[s for s in steps.index if s.startswith("iter")]].sum()
+print(f"baseline {base['accuracy']:.1%} -> iter0 {it0['accuracy']:.1%}: OK")
+
+# %% [markdown]
+# ## 13. 結果をレポートに書き出す
+#
+# 実行レポート（コースの「実行状況」ページ）に載せるため、表・グラフ・設定をファイルに書き出します。
+# `python -m course_lib run` から実行されたときは書籍のフォルダに、手元で実行したときは実行フォルダの `report/` に保存されます。
+
+# %%
+from course_lib.report_level3 import write_level3_report
+
+paths = write_level3_report(result, no_replay=no_replay, agreement=used,
+                            notebook_seconds=time.perf_counter() - t_start)
+print("書き出したファイル:", ", ".join(p.name for p in paths.values()))
+
+# %% [markdown]
+# ## 練習問題
+#
+# **基本**: N を 30 から 10 に減らすと、iter0 の正答率の信頼区間の幅はどう変わるでしょうか。予想してから確かめましょう。
+#
+# ```{admonition} 解答例
+# :class: dropdown
+# 信頼区間の幅はおおよそ $1/\sqrt{N}$ に比例するので、N を 1/3 にすると幅は約 1.7 倍になります。
+#
+# ~~~python
+# small = run_loop(replace(config, n_samples=10), loaded, grader)
+# for res in (result, small):
+#     o = res.summaries[("iter0", "original")].overall
+#     print(res.config.n_samples, round(o["accuracy_hi"] - o["accuracy_lo"], 3))
+# ~~~
+# ```
+#
+# **発展**: 合格の基準 `pass_accuracy` を 0.8 から 0.5 に緩めると、修正データの件数と iter1 の結果はどう変わるでしょうか。
+# また、対照（control）との差はどうなるでしょうか。
+#
+# ```{admonition} 解答例
+# :class: dropdown
+# 基準を緩めると不合格の質問が減り、修正データも減ります。ステップ数が減るので、対照も同じだけ短くなります。
+#
+# ~~~python
+# loose = run_loop(replace(config, pass_accuracy=0.5), loaded, grader)
+# display(loose.training)
+# display(loose.table("original"))
+# ~~~
+# ```
+#
+# ## まとめ
+#
+# - 自己改善ループを、学習前の評価・N 回の生成・信頼区間・検定つきで実行しました。
+# - 反復の効果は、信頼区間と対照（同じ計算量の通常 SFT）と並べて初めて判断できます。
+# - 言い換えでの評価と採点者の信頼性の確認は、「本当に良くなったのか」を問うための道具です。
+# - 結果は段階ごとにディスクに保存され、中断しても採点費用を二重に払わずに再開できます。
