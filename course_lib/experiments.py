@@ -275,7 +275,7 @@ def run_sweep(base_model, tokenizer, configs: Iterable[Mapping], train: Sequence
     of being trained again. Not used together with ``evaluate``. ``callbacks`` are
     passed to every run's Trainer.
     """
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
     from transformers import set_seed
 
     if hasattr(base_model, "peft_config"):
@@ -284,7 +284,7 @@ def run_sweep(base_model, tokenizer, configs: Iterable[Mapping], train: Sequence
     snapshot = BaseSnapshot(base_model)
     device = next(base_model.parameters()).device.type
     rows, histories = [], []
-    bar = tqdm(specs, desc=desc, unit="run", disable=not progress)
+    bar = progress_bar(specs, enabled=progress, desc=desc, unit="run")
     for i, spec in enumerate(bar):
         bar.set_postfix_str(spec.name)
         key = (spec.r, spec.alpha, spec.dropout, tuple(sorted(spec.target_modules)), repr(spec.train),

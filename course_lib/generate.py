@@ -4,8 +4,9 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from tqdm.auto import tqdm
 
+
+from .progress import progress_bar
 from .sft import chat_prompt
 
 
@@ -31,7 +32,7 @@ def sample_answers(model, tokenizer, prompts: Sequence[str], n: int = 1, tempera
     tokenizer.padding_side = "left"  # the answer must start right after each prompt
     try:
         batches = range(0, len(jobs), batch_size)
-        for b, start in enumerate(tqdm(batches, desc=desc, disable=not progress, unit="batch")):
+        for b, start in enumerate(progress_bar(batches, enabled=progress, desc=desc, unit="batch")):
             chunk = jobs[start : start + batch_size]
             enc = tokenizer([t for _, t in chunk], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
             torch.manual_seed(seed * 100_003 + b)

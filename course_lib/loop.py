@@ -53,6 +53,7 @@ from tqdm.auto import tqdm
 
 from .data import REPO_ROOT, write_jsonl
 from .lora import ALL_PROJ_MODULES
+from .progress import progress_disabled_by_env
 from .metrics import ACCURACY_THRESHOLD, Comparison, Summary, iteration_table, paired_comparison, summarise
 
 LOOP_VERSION = 1  # bump when a change here alters what a stage produces
@@ -877,14 +878,6 @@ def default_runs_dir() -> Path:
     """``$COURSE_RUNS_DIR`` if set, else ``runs/level3`` in the repository."""
     env = os.environ.get("COURSE_RUNS_DIR")
     return Path(env) if env else RUNS_DIR
-
-
-def progress_disabled_by_env() -> bool:
-    """True when ``TQDM_DISABLE`` is set (the runner sets it so the book has no progress bars).
-
-    tqdm reads that variable only for bars created without an explicit ``disable=``,
-    so the loop checks it itself before passing ``progress`` on."""
-    return os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false", "no")
 
 
 def run_loop(config: LoopConfig, loaded, judge, progress: bool = True, data: LoopData | None = None,

@@ -172,9 +172,12 @@ def write_report(report: RunReport, out_dir: Path) -> tuple[Path, Path]:
         err = (r.error or "").replace("|", "\\|").replace("\n", " ")[:300]
         status = "✅ 成功" if r.status == "ok" else "❌ 失敗"
         lines.append(f"| {r.name} | {status} | {r.seconds:.1f} | {params} | {err} |")
-    # Sections that lessons wrote for the report (level 3: iteration table, plots, configuration).
+    # Sections that lessons wrote for the report during this run (level 3: iteration table,
+    # plots, configuration); a section left over from an earlier run is not shown as current.
+    started = dt.datetime.fromisoformat(report.started).timestamp()
     for section in sorted(out_dir.glob("*_report.md")):
-        lines += ["", f"```{{include}} {section.name}", "```"]
+        if section.stat().st_mtime >= started - 1:
+            lines += ["", f"```{{include}} {section.name}", "```"]
     md = out_dir / f"{REPORT_STEM}.md"
     md.write_text(redact("\n".join(lines) + "\n"), encoding="utf-8")
     return js, md

@@ -24,9 +24,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from .data import DATASETS_DIR, REPO_ROOT
+from .progress import progress_bar
 
 PRETRAIN_DIR = DATASETS_DIR / "pretrain"
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -174,7 +174,7 @@ def build_tiny_model(out_dir: Path | None = None, recipe: TinyRecipe = DEFAULT_R
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     max_start = len(stream) - recipe.seq_len - 1
     losses: list[float] = []
-    bar = tqdm(range(recipe.steps), desc="pre-training tiny Qwen3", disable=not progress)
+    bar = progress_bar(range(recipe.steps), enabled=progress, desc="pre-training tiny Qwen3")
     for step in bar:
         starts = torch.randint(0, max_start, (recipe.batch_size,), generator=gen)
         batch = torch.stack([stream[s : s + recipe.seq_len] for s in starts.tolist()])
