@@ -170,7 +170,7 @@ def write_report(report: RunReport, out_dir: Path) -> tuple[Path, Path]:
     for r in report.results:
         params = ", ".join(f"`{k}={v!r}`" for k, v in r.parameters.items())
         err = (r.error or "").replace("|", "\\|").replace("\n", " ")[:300]
-        status = "✅ 成功" if r.status == "ok" else "❌ 失敗"
+        status = "成功" if r.status == "ok" else "**失敗**"  # plain text: emoji fonts are not everywhere
         lines.append(f"| {r.name} | {status} | {r.seconds:.1f} | {params} | {err} |")
     # Sections that lessons wrote for the report during this run (level 3: iteration table,
     # plots, configuration); a section left over from an earlier run is not shown as current.

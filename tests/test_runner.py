@@ -79,7 +79,7 @@ def test_runs_all_reports_failures_and_redacts_secrets(course_tree, monkeypatch)
     assert [r["status"] for r in data["results"]] == ["failed", "ok", "failed"]
     assert data["environment"]["packages"]["papermill"]
     page = (out / "report.md").read_text()
-    assert "1 / 3" in page and "❌" in page
+    assert "1 / 3" in page and "**失敗**" in page
     for text in (page, (out / "report.json").read_text()):
         assert "SECRET" not in text
 
