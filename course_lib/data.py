@@ -76,15 +76,18 @@ def validate_record(record: Any, schema: Schema, path: Path | str, line: int) ->
     return record
 
 
-def load_jsonl(path: Path | str, schema: Schema | None = None, *, unique: str | None = "id") -> list[dict]:
+def load_jsonl(path: Path | str, schema: Schema | None = None, *, unique: str | None = "id",
+               with_lines: bool = False) -> list:
     """Load a JSONL file; validate each line against ``schema`` when given.
 
     Blank lines are skipped. ``unique`` names a field whose values must not repeat.
+    ``with_lines=True`` returns ``(line_number, record)`` pairs, so callers that check
+    more than the schema can name the real line of a bad record.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: dataset file not found (run from the repository root or check the path)")
-    records: list[dict] = []
+    records: list[tuple[int, dict]] = []
     seen: dict[Any, int] = {}
     with path.open(encoding="utf-8") as fh:
         for line_no, raw in enumerate(fh, start=1):
@@ -101,10 +104,10 @@ def load_jsonl(path: Path | str, schema: Schema | None = None, *, unique: str | 
                 if key in seen:
                     raise DatasetError(path, line_no, unique, f"duplicate value {key!r} (first seen on line {seen[key]})")
                 seen[key] = line_no
-            records.append(record)
+            records.append((line_no, record))
     if not records:
         raise DatasetError(path, 1, None, "file has no records")
-    return records
+    return records if with_lines else [r for _, r in records]
 
 
 def write_jsonl(path: Path | str, records: Iterable[Mapping]) -> Path:

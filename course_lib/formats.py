@@ -37,34 +37,32 @@ def format_match_rate(answers: Sequence[str], line_chars: tuple[int, int] = LINE
     return sum(follows_format(a, line_chars) for a in answers) / len(answers)
 
 
-def _record_lines(path: Path) -> list[int]:
-    """Line numbers of the non-blank lines, i.e. of the records load_jsonl returns."""
-    with path.open(encoding="utf-8") as fh:
-        return [n for n, raw in enumerate(fh, start=1) if raw.strip()]
-
-
 def load_level1_split(split: str, folder: Path | str = LEVEL1_DIR) -> list[dict]:
     """One split ("train" or "heldout"), validated: schema, id pattern, response format."""
+    return [record for _, record in _load_numbered_split(split, folder)]
+
+
+def _load_numbered_split(split: str, folder: Path | str) -> list[tuple[int, dict]]:
     if split not in ("train", "heldout"):
         raise ValueError(f"unknown level-1 split {split!r}; choose 'train' or 'heldout'")
     path = Path(folder) / f"{split}.jsonl"
-    records = load_jsonl(path, LEVEL1_SCHEMA)
+    numbered = load_jsonl(path, LEVEL1_SCHEMA, with_lines=True)
     id_pattern = re.compile(rf"l1-{split}-\d{{3}}")
-    for line, record in zip(_record_lines(path), records):
+    for line, record in numbered:
         if not id_pattern.fullmatch(record["id"]):
             raise DatasetError(path, line, "id", f"{record['id']!r} does not look like 'l1-{split}-NNN'")
         if not follows_format(record["response"]):
             raise DatasetError(path, line, "response", "not two lines '【結論】…\\n【理由】…' of 10-60 characters each")
-    return records
+    return numbered
 
 
 def load_level1(folder: Path | str = LEVEL1_DIR) -> tuple[list[dict], list[dict]]:
     """(train, heldout) records of the level-1 dataset, validated; prompts must not overlap."""
     train = load_level1_split("train", folder)
-    heldout = load_level1_split("heldout", folder)
+    heldout = _load_numbered_split("heldout", folder)
     seen = {r["prompt"] for r in train}
     path = Path(folder) / "heldout.jsonl"
-    for line, record in zip(_record_lines(path), heldout):
+    for line, record in heldout:
         if record["prompt"] in seen:
             raise DatasetError(path, line, "prompt", "also appears in train.jsonl (held-out questions must be new)")
-    return train, heldout
+    return train, [record for _, record in heldout]

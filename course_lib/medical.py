@@ -337,8 +337,9 @@ def _check_symptom(path: Path, line: int, sid: str, known: set[str]) -> None:
 def load_symptoms(path: Path | str | None = None) -> list[dict]:
     """The 15 symptom patterns (seed 000 §3.1), each with its full question."""
     p = _path("symptoms", path)
-    records = load_jsonl(p, SYMPTOM_SCHEMA)
-    for i, r in enumerate(records, start=1):
+    numbered = load_jsonl(p, SYMPTOM_SCHEMA, with_lines=True)
+    records = [r for _, r in numbered]
+    for i, r in numbered:
         if r["question"] != make_question(r["text"]):
             raise DatasetError(p, i, "question", "must equal make_question(text) (the seed's template)")
         if r["id"] != f"s{r['number']:02d}":
@@ -349,8 +350,9 @@ def load_symptoms(path: Path | str | None = None) -> list[dict]:
 def load_paraphrases(path: Path | str | None = None) -> list[dict]:
     """Held-out re-wordings of the 15 symptoms (never used for training)."""
     p = _path("paraphrases", path)
-    records = load_jsonl(p, PARAPHRASE_SCHEMA)
-    for i, r in enumerate(records, start=1):
+    numbered = load_jsonl(p, PARAPHRASE_SCHEMA, with_lines=True)
+    records = [r for _, r in numbered]
+    for i, r in numbered:
         if r["question"] != make_question(r["text"]):
             raise DatasetError(p, i, "question", "must equal make_question(text)")
     return records
@@ -370,8 +372,9 @@ def _check_sources(p: Path, line: int, sources: dict) -> None:
 def load_drugs(path: Path | str | None = None) -> list[dict]:
     """The drug knowledge base (records as dicts); see :func:`load_drug_index` for lookups."""
     p = _path("drugs", path)
-    records = load_jsonl(p, DRUG_SCHEMA)
-    for i, r in enumerate(records, start=1):
+    numbered = load_jsonl(p, DRUG_SCHEMA, with_lines=True)
+    records = [r for _, r in numbered]
+    for i, r in numbered:
         _check_sources(p, i, r["sources"])
         for fname in ("brands", "aliases"):
             if not all(isinstance(x, str) and x.strip() for x in r[fname]):
@@ -406,8 +409,8 @@ def load_drug_index(path: Path | str | None = None) -> DrugIndex:
     return _index_for(str(_path("drugs", path)))
 
 
-def _check_training(p: Path, records: list[dict], index: DrugIndex, symptoms: dict[str, dict]) -> None:
-    for i, r in enumerate(records, start=1):
+def _check_training(p: Path, numbered: list[tuple[int, dict]], index: DrugIndex, symptoms: dict[str, dict]) -> None:
+    for i, r in numbered:
         _check_symptom(p, i, r["symptom_id"], set(symptoms))
         if r["prompt"] != symptoms[r["symptom_id"]]["question"]:
             raise DatasetError(p, i, "prompt", "must be the symptom's question (make_question(symptom text))")
@@ -429,25 +432,28 @@ def _check_training(p: Path, records: list[dict], index: DrugIndex, symptoms: di
 def load_references(path: Path | str | None = None) -> list[dict]:
     """Reference answers per symptom (the corrective SFT data; seed: SAMPLE_MEDICAL_DATA)."""
     p = _path("references", path)
-    records = load_jsonl(p, REFERENCE_SCHEMA)
-    _check_training(p, records, load_drug_index(), {s["id"]: s for s in load_symptoms()})
+    numbered = load_jsonl(p, REFERENCE_SCHEMA, with_lines=True)
+    records = [r for _, r in numbered]
+    _check_training(p, numbered, load_drug_index(), {s["id"]: s for s in load_symptoms()})
     return records
 
 
 def load_train_initial(path: Path | str | None = None) -> list[dict]:
     """The first SFT set (seed: 50 examples, 15 symptoms x 3 + 5)."""
     p = _path("train_initial", path)
-    records = load_jsonl(p, TRAIN_SCHEMA)
-    _check_training(p, records, load_drug_index(), {s["id"]: s for s in load_symptoms()})
+    numbered = load_jsonl(p, TRAIN_SCHEMA, with_lines=True)
+    records = [r for _, r in numbered]
+    _check_training(p, numbered, load_drug_index(), {s["id"]: s for s in load_symptoms()})
     return records
 
 
 def load_judge_gold(path: Path | str | None = None) -> list[dict]:
     """Model-style answers with a human-written expected grade."""
     p = _path("judge_gold", path)
-    records = load_jsonl(p, GOLD_SCHEMA)
+    numbered = load_jsonl(p, GOLD_SCHEMA, with_lines=True)
+    records = [r for _, r in numbered]
     index = load_drug_index()
-    for i, r in enumerate(records, start=1):
+    for i, r in numbered:
         if not 0.0 <= r["score_min"] <= r["score_max"] <= 1.0:
             raise DatasetError(p, i, "score_min", "need 0 <= score_min <= score_max <= 1")
         if r["expected_label"] == "unsafe" and not r["expected_harmful"]:

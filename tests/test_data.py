@@ -69,3 +69,9 @@ def test_split_is_seeded_and_disjoint():
     assert {r["id"] for r in train}.isdisjoint({r["id"] for r in val})
     assert train_val_split(items, 0.25, seed=3) == (train, val)
     assert train_val_split(items, 0.25, seed=4) != (train, val)
+
+
+def test_with_lines_gives_file_line_numbers_past_blank_lines(tmp_path):
+    p = write(tmp_path, ['{"id": "a", "prompt": "q", "response": "r"}', "", "", '{"id": "b", "prompt": "q", "response": "r"}'])
+    assert [line for line, _ in load_jsonl(p, SCHEMA, with_lines=True)] == [1, 4]
+    assert load_jsonl(p, SCHEMA) == [r for _, r in load_jsonl(p, SCHEMA, with_lines=True)]
