@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: course test venv tiny run book nbval clean
+.PHONY: course test venv tiny run book colab nbval clean
 
 # The environment is created on first use. torch goes in first and alone, so pip
 # takes the CPU build where the machine has one instead of a multi-GB CUDA build.
@@ -30,6 +30,10 @@ run: $(STAMP)
 
 book: $(STAMP)
 	$(PY) -m course_lib book
+
+# Colab-ready copies of the lessons (the publish workflow pushes them to their own branch).
+colab: $(STAMP)
+	$(PY) -m course_lib colab
 
 test: $(STAMP)
 	bash tests/run_tests.sh

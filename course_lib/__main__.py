@@ -1,7 +1,8 @@
-"""Command line: ``python -m course_lib {build-tiny,run,book,course}``.
+"""Command line: ``python -m course_lib {build-tiny,run,book,course,colab}``.
 
 ``course`` is the main job: build the embedded model, execute every lesson with
 papermill on the embedded defaults, write the report, build the book.
+``colab`` writes the notebooks the book's Colab buttons open (see ``launch``).
 """
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--toc", default=str(REPO_ROOT / "_toc.yml"), help=argparse.SUPPRESS)
         p.add_argument("--notebooks", default=str(REPO_ROOT / "notebooks"), help=argparse.SUPPRESS)
     sub.add_parser("book", help="build the book from the executed notebooks into _build/html")
+    p = sub.add_parser("colab", help="write the Colab notebooks the publish workflow pushes to their branch")
+    p.add_argument("--out", default=str(REPO_ROOT / "_build" / "colab"), help="output folder (default: _build/colab)")
 
     args = parser.parse_args(argv)
     if args.command == "build-tiny":
@@ -41,6 +44,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "book":
         return build_book()
+    if args.command == "colab":
+        from .launch import COLAB_BRANCH, export_colab_notebooks
+
+        for path in export_colab_notebooks(args.out):
+            print(path)
+        print(f"[colab] push {args.out} to the '{COLAB_BRANCH}' branch to publish them")
+        return 0
 
     from pathlib import Path
 

@@ -105,6 +105,21 @@ def test_lesson_pages_have_no_errors_or_stderr(built_book):
         assert page.images, f"{name}: a lesson page without a single plot"
 
 
+def test_lesson_launch_buttons_open_the_lesson_sources(built_book):
+    from course_lib.launch import lesson_links, read_launch_config
+
+    root, _, _ = built_book
+    config = read_launch_config(root / "_config.yml")
+    for name in toc_notebooks():
+        links = parse(html_path(root, f"book/executed/{name}")).links
+        expected = lesson_links(name, config)
+        for text, url in expected.items():
+            assert url in links, f"{name}: no {text} button linking {url}"
+        # The theme's own links would open the git-ignored executed copy.
+        stale = [link for link in links if "book/executed" in link and link.startswith(("https://mybinder", "https://colab"))]
+        assert not stale, stale
+
+
 def test_internal_links_and_images_resolve(built_book):
     root, _, _ = built_book
     site = root / "_build" / "html"
