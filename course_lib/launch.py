@@ -18,7 +18,6 @@ a fork changes the URL there and every link, clone command and setup cell follow
 """
 from __future__ import annotations
 
-import copy
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,7 +160,7 @@ def colab_notebook(lesson: str, config: LaunchConfig | None = None,
     source = notebooks_dir / f"{lesson}.py"
     if not source.is_file():
         raise FileNotFoundError(f"{source}: no lesson source named {lesson!r}; lessons are notebooks/*.py")
-    nb = copy.deepcopy(jupytext.read(source))
+    nb = jupytext.read(source)
     setup = [
         nbformat.v4.new_markdown_cell(SETUP_MARKDOWN.format(course_dir=COLAB_COURSE_DIR),
                                       metadata={"tags": [SETUP_TAG]}),
