@@ -429,22 +429,21 @@ def _check_training(p: Path, numbered: list[tuple[int, dict]], index: DrugIndex,
                 raise DatasetError(p, i, "response", f"reason for {name!r} is longer than {REASON_MAX_CHARS} characters")
 
 
+def _load_training(name: str, schema, path: Path | str | None) -> list[dict]:
+    p = _path(name, path)
+    numbered = load_jsonl(p, schema, with_lines=True)
+    _check_training(p, numbered, load_drug_index(), {s["id"]: s for s in load_symptoms()})
+    return [r for _, r in numbered]
+
+
 def load_references(path: Path | str | None = None) -> list[dict]:
     """Reference answers per symptom (the corrective SFT data; seed: SAMPLE_MEDICAL_DATA)."""
-    p = _path("references", path)
-    numbered = load_jsonl(p, REFERENCE_SCHEMA, with_lines=True)
-    records = [r for _, r in numbered]
-    _check_training(p, numbered, load_drug_index(), {s["id"]: s for s in load_symptoms()})
-    return records
+    return _load_training("references", REFERENCE_SCHEMA, path)
 
 
 def load_train_initial(path: Path | str | None = None) -> list[dict]:
     """The first SFT set (seed: 50 examples, 15 symptoms x 3 + 5)."""
-    p = _path("train_initial", path)
-    numbered = load_jsonl(p, TRAIN_SCHEMA, with_lines=True)
-    records = [r for _, r in numbered]
-    _check_training(p, numbered, load_drug_index(), {s["id"]: s for s in load_symptoms()})
-    return records
+    return _load_training("train_initial", TRAIN_SCHEMA, path)
 
 
 def load_judge_gold(path: Path | str | None = None) -> list[dict]:
