@@ -483,6 +483,21 @@ def _quiet_peft():
         yield
 
 
+def _save_adapter_atomically(model, st: _StageDir) -> None:
+    """Write the stage's adapter under a temporary name, then rename: an interrupted
+    save never leaves a half-written adapter where a rerun would reuse it."""
+    from .lora import save_adapter
+
+    tmp = st.path / "adapter.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    with _quiet_peft():
+        save_adapter(model, tmp)
+    if st.adapter.exists():
+        shutil.rmtree(st.adapter)
+    tmp.rename(st.adapter)
+
+
 def _progress_callback(desc: str, disable: bool):
     from transformers import TrainerCallback
 
@@ -638,20 +653,12 @@ class _Loop:
 
     def _train(self, st: _StageDir, model, records: list[dict], info: dict, epochs: float | None = None,
                max_steps: int = -1):
-        from .lora import save_adapter
         from .train import train
 
         tc = self._train_config(len(records), epochs, max_steps)
         cb = _progress_callback(f"{st.name}: training", not self.progress)
         res = train(model, self.tok, records, config=tc, callbacks=[cb], progress=False)
-        tmp = st.path / "adapter.tmp"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        with _quiet_peft():
-            save_adapter(model, tmp)
-        if st.adapter.exists():
-            shutil.rmtree(st.adapter)
-        tmp.rename(st.adapter)
+        _save_adapter_atomically(model, st)
         history = res.train_loss.to_dict(orient="records")
         info.update({"steps": int(res.steps), "seconds": round(res.seconds, 2), "final_loss": res.final_loss,
                      "examples": len(records), "epochs": epochs, "max_steps": max_steps,
@@ -844,14 +851,7 @@ class _Loop:
         if not it.corrective:
             # every question passes: nothing to correct, so no training (and no adapter change)
             model = self._model_after(parent)
-            from .lora import save_adapter
-
-            tmp = st.path / "adapter.tmp"
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            with _quiet_peft():
-                save_adapter(model, tmp)
-            tmp.rename(st.adapter)
+            _save_adapter_atomically(model, st)
             info.update({"steps": 0, "seconds": 0.0, "final_loss": None, "examples": 0, "history": [],
                          "skipped": "no failing question"})
             _write_json(st.file("train.json"), info)

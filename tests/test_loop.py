@@ -311,3 +311,23 @@ def test_judge_errors_stop_the_stage_and_are_retried(loaded, tmp_path):
     assert {e["key"] for e in errors} <= set(second.calls)
     assert not set(second.calls) & set(graded)
     assert len(result.grades) == len(result.generations)
+
+
+class PassingJudge(FakeJudge):
+    """Every answer is correct: after iteration 0 there is nothing left to correct."""
+
+    def grade(self, question, answer, *, symptom_id=None):
+        grade = super().grade(question, answer, symptom_id=symptom_id)
+        return replace(grade, overall_label="correct", overall_score=1.0)
+
+
+def test_an_iteration_with_no_failing_question_keeps_the_parent_adapter(loaded, tmp_path):
+    from safetensors.torch import load_file
+
+    result = run(loaded, PassingJudge(), tmp_path, replace(CONFIG, iterations=1, control=False))
+    info = result.stage_info["iter1"]
+    assert info["skipped"] == "no failing question" and info["steps"] == 0 and info["n_corrective"] == 0
+    weights = {s: load_file(result.run_dir / s / "adapter" / "adapter_model.safetensors") for s in ("iter0", "iter1")}
+    assert weights["iter0"].keys() == weights["iter1"].keys()
+    assert all(weights["iter0"][k].equal(weights["iter1"][k]) for k in weights["iter0"])
+    assert not list((result.run_dir / "iter1").glob("*.tmp"))
