@@ -106,20 +106,21 @@ def lesson_for_page(pagename: str, notebooks_dir: Path = NOTEBOOKS_DIR) -> str |
     return name if (notebooks_dir / f"{name}.py").is_file() else None
 
 
+def lesson_notebook_path(lesson: str) -> str:
+    """The ``.ipynb`` both buttons open, relative to the branch root: on ``config.branch``
+    the twin ``binder/postBuild`` writes, on ``COLAB_BRANCH`` the exported notebook."""
+    return f"notebooks/{lesson}.ipynb"
+
+
 def binder_link(lesson: str, config: LaunchConfig) -> str:
-    """Binder builds ``config.branch`` and opens the ``.ipynb`` that ``binder/postBuild`` pairs."""
+    """Binder builds ``config.branch`` and opens the lesson's ``.ipynb`` twin."""
     return (f"{config.binderhub_url}/v2/gh/{config.org}/{config.name}/{config.branch}"
-            f"?urlpath=lab/tree/notebooks/{lesson}.ipynb")
+            f"?urlpath=lab/tree/{lesson_notebook_path(lesson)}")
 
 
 def colab_link(lesson: str, config: LaunchConfig) -> str:
     """Colab opens the exported notebook from the ``COLAB_BRANCH`` branch."""
-    return f"{config.colab_url}/github/{config.org}/{config.name}/blob/{COLAB_BRANCH}/{colab_notebook_path(lesson)}"
-
-
-def colab_notebook_path(lesson: str) -> str:
-    """Where an exported notebook lives, relative to the root of the ``COLAB_BRANCH`` branch."""
-    return f"notebooks/{lesson}.ipynb"
+    return f"{config.colab_url}/github/{config.org}/{config.name}/blob/{COLAB_BRANCH}/{lesson_notebook_path(lesson)}"
 
 
 def lesson_links(lesson: str, config: LaunchConfig | None = None) -> dict[str, str]:
@@ -185,7 +186,7 @@ def export_colab_notebooks(out_dir: Path, lessons: list[str] | None = None,
     out_dir = Path(out_dir)
     written = []
     for lesson in lessons:
-        path = out_dir / colab_notebook_path(lesson)
+        path = out_dir / lesson_notebook_path(lesson)
         path.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(colab_notebook(lesson, config, notebooks_dir), path)
         written.append(path)
