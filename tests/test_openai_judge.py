@@ -137,6 +137,11 @@ def test_interrupted_run_keeps_what_was_graded(server, tmp_path):
     assert len(again.cache) == 3 and again.cache.skipped_lines == 1
     again.grade_many(PAIRS[:4], progress=False)
     assert server.calls == 4
+    # the grade written after the fragment is on a line of its own: a third run pays nothing
+    third = OpenAIJudge(api_key=KEY, base_url=server.url, cache_dir=tmp_path)
+    assert len(third.cache) == 4 and third.cache.skipped_lines == 1
+    third.grade_many(PAIRS[:4], progress=False)
+    assert server.calls == 4
 
 
 def test_dry_run_estimates_without_calling(judge, server, capsys):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ class JudgeCache:
         self._lock = threading.Lock()
         self._data: dict[str, dict] = {}
         self.skipped_lines = 0
+        line = ""
         if self.path.exists():
             with self.path.open(encoding="utf-8") as fh:
                 for line in fh:
@@ -38,6 +40,9 @@ class JudgeCache:
                         self._data[rec["key"]] = rec
                     except (json.JSONDecodeError, KeyError, TypeError):
                         self.skipped_lines += 1  # e.g. the last line of an interrupted run
+        # A run killed mid-write leaves a last line without its newline: the next grade
+        # must start a line of its own, or it would be glued to that fragment and lost.
+        self._torn_tail = bool(line) and not line.endswith("\n")
 
     def __len__(self) -> int:
         return len(self._data)
@@ -55,8 +60,17 @@ class JudgeCache:
         rec = {"key": key, "time": round(time.time(), 3), **record}
         line = json.dumps(rec, ensure_ascii=False) + "\n"
         with self._lock:
+            if self._torn_tail:
+                line, self._torn_tail = "\n" + line, False
             self.directory.mkdir(parents=True, exist_ok=True)
             with self.path.open("a", encoding="utf-8") as fh:
                 fh.write(line)
                 fh.flush()
             self._data[key] = rec
+
+    def sync(self) -> None:
+        """Force what was appended onto the disk (call after a batch; ``put`` only flushes)."""
+        with self._lock:
+            if self.path.exists():
+                with self.path.open("a", encoding="utf-8") as fh:
+                    os.fsync(fh.fileno())
