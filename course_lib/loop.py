@@ -52,6 +52,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .data import REPO_ROOT, write_jsonl
+from .judge.cache import JudgeCache
 from .lora import ALL_PROJ_MODULES
 from .progress import progress_disabled_by_env
 from .metrics import ACCURACY_THRESHOLD, Comparison, Summary, iteration_table, paired_comparison, summarise
@@ -325,26 +326,6 @@ def _read_jsonl(path: Path) -> list[dict]:
     return out
 
 
-class GradeLog:
-    """Append-only store of grades keyed by (judge, symptom, question, answer): one line per
-    graded answer, flushed as it arrives, so an interrupted run keeps every grade it paid for."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.grades: dict[str, dict] = {r["key"]: r["grade"] for r in _read_jsonl(path) if "key" in r and "grade" in r}
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.grades
-
-    def __len__(self) -> int:
-        return len(self.grades)
-
-    def put(self, key: str, grade: dict, fh) -> None:
-        fh.write(json.dumps({"key": key, "grade": grade}, ensure_ascii=False) + "\n")
-        fh.flush()
-        self.grades[key] = grade
-
-
 def grade_key(judge_id: str, symptom_id: str, question: str, answer: str) -> str:
     return hashlib.sha256(json.dumps([judge_id, symptom_id, question, answer], ensure_ascii=False).encode()).hexdigest()[:24]
 
@@ -607,7 +588,9 @@ class _Loop:
             _write_json(run_json, {"config": config.to_dict(), **self.identity, "machine": _machine(),
                                    "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
         self.judge_id = _hash(self.identity["judge"], 16)
-        self.cache = GradeLog(self.run_dir / JUDGE_CACHE)
+        # The run's grades: one line per graded answer, appended as it arrives, keyed by
+        # (judge, symptom, question, answer), so an interrupted run keeps every grade it paid for.
+        self.cache = JudgeCache(self.run_dir, JUDGE_CACHE)
         self.calls = self.errors = 0
         self.base = None  # a pristine copy of the base model, made on first need
         self.current: tuple[str, Any] | None = None  # (stage, model holding that stage's adapter)
@@ -701,7 +684,7 @@ class _Loop:
             self._grade_pending(todo, f"{st.name}: grading")
         rows = []
         for g in gens:
-            grade = self.cache.grades.get(g["key"])
+            grade = (self.cache.get(g["key"]) or {}).get("grade")
             if grade is None:
                 continue  # a judge error: recorded in judge_errors.jsonl, never counted as a grade
             rows.append({k: g[k] for k in ("split", "item_id", "symptom_id", "sample", "key")} | {
@@ -717,7 +700,7 @@ class _Loop:
         chunk = max(1, 4 * int(getattr(self.judge, "concurrency", 8) or 8)) if bulk else 1
         bar = tqdm(total=len(todo), desc=desc, unit="answer", disable=not self.progress)
         errors_path = self.run_dir / JUDGE_ERRORS
-        with self.cache.path.open("a", encoding="utf-8") as fh, errors_path.open("a", encoding="utf-8") as efh:
+        with errors_path.open("a", encoding="utf-8") as efh:
             try:
                 for start in range(0, len(todo), chunk):
                     part = todo[start:start + chunk]
@@ -741,13 +724,12 @@ class _Loop:
                         d = res.to_dict()
                         d.pop("question", None)
                         d.pop("model_answer", None)
-                        self.cache.put(g["key"], d, fh)
+                        self.cache.put(g["key"], {"grade": d})
                         self.calls += 1
                     bar.update(len(part))
             finally:
                 bar.close()
-                fh.flush()
-                os.fsync(fh.fileno())
+                self.cache.sync()
 
     def _evaluate(self, st: _StageDir, model) -> None:
         gens = self._generate(st, model)
@@ -935,6 +917,6 @@ def load_result(run_dir: Path | str, calls: int = 0, errors: int = 0, seconds: d
 __all__ = [
     "LOOP_VERSION", "RUNS_DIR", "PROFILE_DEFAULTS", "QUICK_OVERRIDES", "LoopConfig", "LoopData", "LoopResult",
     "IterationData", "eval_items", "question_status", "build_iteration_data", "union_records", "run_loop",
-    "load_result", "judge_budget", "run_identity", "run_hash", "stage_fingerprints", "grade_key", "GradeLog",
+    "load_result", "judge_budget", "run_identity", "run_hash", "stage_fingerprints", "grade_key",
     "ACCURACY_THRESHOLD",
 ]

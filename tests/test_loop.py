@@ -93,11 +93,18 @@ def test_fingerprints_follow_what_each_stage_depends_on():
     assert L.run_hash(base, ident) != L.run_hash(replace(base, replay_ratio=0.0), ident)
 
 
-def test_grade_log_skips_a_half_written_line(tmp_path):
-    path = tmp_path / "judge_cache.jsonl"
+def test_run_grade_log_skips_a_half_written_line(tmp_path):
+    # The loop keeps its grades in a JudgeCache file; an interrupted run leaves a half line.
+    from course_lib.judge.cache import JudgeCache
+
+    path = tmp_path / L.JUDGE_CACHE
     path.write_text(json.dumps({"key": "a", "grade": {"overall_score": 1.0}}) + "\n" + '{"key": "b", "gra', encoding="utf-8")
-    log = L.GradeLog(path)
+    log = JudgeCache(tmp_path, L.JUDGE_CACHE)
     assert "a" in log and "b" not in log and len(log) == 1
+    assert log.get("a")["grade"] == {"overall_score": 1.0}
+    log.put("c", {"grade": {"overall_score": 0.5}})
+    log.sync()
+    assert JudgeCache(tmp_path, L.JUDGE_CACHE).get("c")["grade"] == {"overall_score": 0.5}
 
 
 def test_profile_defaults():
