@@ -36,7 +36,7 @@ def main(argv=None) -> int:
 
     from course_lib.generate import sample_answers
     from course_lib.lesson import start_lesson
-    from course_lib.medical import load_symptoms
+    from course_lib.level3.data import load_symptoms
     from course_lib.profiles import load_model
 
     start_lesson(0)

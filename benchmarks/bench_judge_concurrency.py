@@ -17,13 +17,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "level3"))
 sys.path.insert(0, str(ROOT))
 
 from fake_openai_server import FakeOpenAIServer  # noqa: E402
 
-from course_lib.judge import Grade, OpenAIJudge  # noqa: E402
-from course_lib.medical import load_train_initial  # noqa: E402
+from course_lib.level3.judge import Grade, OpenAIJudge  # noqa: E402
+from course_lib.level3.data import load_train_initial  # noqa: E402
 
 
 def make_pairs(n: int) -> list[tuple[str, str]]:

@@ -1,5 +1,11 @@
 """Command line: ``python -m course_lib {build-tiny,run,book,course,colab}``.
 
+Examples::
+
+    python -m course_lib course                                  # the main job (tiny model, rubric judge)
+    python -m course_lib run --quick --only level1_basics        # one lesson, CI-sized
+    python -m course_lib run --profile qwen3-0.6b --judge openai # the real model and the LLM judge
+
 ``course`` is the main job: build the embedded model, execute every lesson with
 papermill on the embedded defaults, write the report, build the book.
 ``colab`` writes the notebooks the book's Colab buttons open (see ``launch``).
@@ -9,8 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .data import REPO_ROOT
-from .runner import DEFAULT_OUT, build_book, run_all
+from .paths import EXECUTED_DIR, NOTEBOOKS_DIR, REPO_ROOT, TOC_PATH
+from .publish.runner import build_book, run_all
 
 
 def _run_parameters(args) -> dict:
@@ -29,9 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--quick", action="store_true", help="smaller grids and sample counts (what CI uses)")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--only", nargs="*", help="run only these lessons (names from _toc.yml)")
-        p.add_argument("--out", default=str(DEFAULT_OUT), help="folder for executed notebooks and the report")
-        p.add_argument("--toc", default=str(REPO_ROOT / "_toc.yml"), help=argparse.SUPPRESS)
-        p.add_argument("--notebooks", default=str(REPO_ROOT / "notebooks"), help=argparse.SUPPRESS)
+        p.add_argument("--out", default=str(EXECUTED_DIR), help="folder for executed notebooks and the report")
+        p.add_argument("--toc", default=str(TOC_PATH), help=argparse.SUPPRESS)
+        p.add_argument("--notebooks", default=str(NOTEBOOKS_DIR), help=argparse.SUPPRESS)
     sub.add_parser("book", help="build the book from the executed notebooks into _build/html")
     p = sub.add_parser("colab", help="write the Colab notebooks the publish workflow pushes to their branch")
     p.add_argument("--out", default=str(REPO_ROOT / "_build" / "colab"), help="output folder (default: _build/colab)")
@@ -45,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "book":
         return build_book()
     if args.command == "colab":
-        from .launch import COLAB_BRANCH, export_colab_notebooks
+        from .publish.launch import COLAB_BRANCH, export_colab_notebooks
 
         for path in export_colab_notebooks(args.out):
             print(path)
@@ -58,7 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         from .tiny_model import ensure_tiny_model
 
         ensure_tiny_model()
-    report = run_all(_run_parameters(args), Path(args.out), args.only, Path(args.notebooks), Path(args.toc))
+    try:
+        report = run_all(_run_parameters(args), Path(args.out), args.only, Path(args.notebooks), Path(args.toc))
+    except ValueError as exc:  # a wrong --only: say what exists instead of a traceback
+        print(f"[run] {exc}", file=sys.stderr)
+        return 2
     status = 1 if report.failed else 0
     if args.command == "course":
         status = build_book() or status

@@ -1,19 +1,17 @@
-"""JSONL datasets: loading with validation, and train/validation splits.
+"""JSON and JSONL files: loading with validation, atomic writing, and train/validation splits.
 
 Every error names the file, the line and the field, so a student can fix the
-data instead of guessing.
+data instead of guessing. Every write goes to a temporary file that is then
+renamed, so a crash never leaves half a file where a rerun would read it.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DATASETS_DIR = REPO_ROOT / "datasets"
-
 
 class DatasetError(ValueError):
     """A dataset line that cannot be used: the message says file:line and field."""
@@ -110,16 +108,65 @@ def load_jsonl(path: Path | str, schema: Schema | None = None, *, unique: str | 
     return records if with_lines else [r for _, r in records]
 
 
-def write_jsonl(path: Path | str, records: Iterable[Mapping]) -> Path:
-    """Write records as UTF-8 JSONL atomically (a crash never leaves half a file)."""
+def json_default(o):
+    """JSON for the numpy scalars and paths that results carry."""
+    import numpy as np
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.bool_):
+        return bool(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def stable_hash(obj: Any, n: int = 12) -> str:
+    """A short hex digest of ``obj`` as canonical JSON: the same content gives the same id on any machine."""
+    text = json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:n]
+
+
+def write_text_atomic(path: Path | str, text: str) -> Path:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for r in records:
-            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+def write_jsonl(path: Path | str, records: Iterable[Mapping]) -> Path:
+    """Write records as UTF-8 JSONL atomically."""
+    return write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False, default=json_default) + "\n"
+                                           for r in records))
+
+
+def write_json(path: Path | str, obj: Any) -> Path:
+    """Write one JSON document (indented, UTF-8) atomically."""
+    return write_text_atomic(path, json.dumps(obj, ensure_ascii=False, indent=2, default=json_default))
+
+
+def read_jsonl(path: Path | str) -> list[dict]:
+    """Records of a JSONL file the course wrote itself (results, not datasets).
+
+    A missing file gives ``[]``; an unreadable line (the half-written last line of an
+    interrupted run) is skipped. Datasets go through :func:`load_jsonl`, which refuses both.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    out = []
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return out
 
 
 def train_val_split(records: Sequence[dict], val_fraction: float = 0.2, seed: int = 0) -> tuple[list[dict], list[dict]]:

@@ -34,3 +34,21 @@ def pick_device(prefer: str | None = None) -> DeviceChoice:
     if prefer not in (None, "cpu"):
         raise RuntimeError(f"device {prefer!r} was requested but is not available; use prefer=None to pick automatically")
     return DeviceChoice("cpu", torch.float32, "no GPU found, float32 on CPU")
+
+
+KEY_PACKAGES = ("torch", "transformers", "peft", "papermill", "jupyter-book", "openai")
+
+
+def environment_info(packages: tuple[str, ...] = KEY_PACKAGES) -> dict:
+    """Python, platform, torch threads and the versions of ``packages`` (None when not installed)."""
+    import importlib.metadata as md
+    import platform
+
+    versions = {}
+    for pkg in packages:
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    return {"python": platform.python_version(), "platform": platform.platform(), "packages": versions,
+            "torch_threads": torch.get_num_threads()}

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .data import REPO_ROOT
+from .paths import REPO_ROOT, qwen_path
 from .device import DeviceChoice, pick_device
 
 QWEN_ID = "Qwen/Qwen3-0.6B"
@@ -86,7 +86,7 @@ def resolve_profile(profile: str = "auto") -> Resolved:
     """Decide which model to load, and say why."""
     if profile not in PROFILES:
         raise ValueError(f"unknown model profile {profile!r}; choose one of {', '.join(PROFILES)}")
-    local = os.environ.get("COURSE_QWEN_PATH")
+    local = qwen_path()
     if profile == "tiny":
         from .tiny_model import tiny_model_dir
 

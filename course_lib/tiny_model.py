@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import random
 import shutil
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from .data import DATASETS_DIR, REPO_ROOT
+from .paths import DATASETS_DIR, cache_dir
 from .progress import progress_bar
 
 PRETRAIN_DIR = DATASETS_DIR / "pretrain"
@@ -62,8 +61,8 @@ DEFAULT_RECIPE = TinyRecipe()
 
 
 def cache_root() -> Path:
-    """Where built models live: $COURSE_CACHE_DIR or <repo>/.cache (git-ignored)."""
-    return Path(os.environ.get("COURSE_CACHE_DIR", REPO_ROOT / ".cache"))
+    """Where built models live: :func:`course_lib.paths.cache_dir` (``$COURSE_CACHE_DIR`` or ``<repo>/.cache``)."""
+    return cache_dir()
 
 
 def corpus_files() -> list[Path]:

@@ -20,11 +20,13 @@ from .sft import AnswerOnlyCollator, encode_dataset
 
 @dataclass
 class TrainConfig:
-    epochs: float = 3.0
-    lr: float = 2e-4
-    batch_size: int = 4
+    """Training settings, named as in ``transformers.TrainingArguments`` (the names learners meet everywhere)."""
+
+    num_train_epochs: float = 3.0
+    learning_rate: float = 2e-4
+    per_device_train_batch_size: int = 4
     warmup_steps: int = 0
-    scheduler: str = "linear"  # "linear" | "cosine" | "constant_with_warmup" | "constant"
+    lr_scheduler_type: str = "linear"  # "linear" | "cosine" | "constant_with_warmup" | "constant"
     weight_decay: float = 0.0
     max_length: int = 512
     eval_steps: int | None = None  # evaluate every N steps; None = once per epoch
@@ -98,13 +100,53 @@ class PeakMemory:
         return False
 
 
+def training_arguments(config: TrainConfig, out_dir: str, eval_strategy: str, device: str, bf16: bool,
+                       progress: bool):
+    """``TrainingArguments`` for :func:`train`: the config's fields under their own names, plus
+    what the course always wants (a log line per step, no reporting, no checkpoints unless
+    early stopping needs the best one back)."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=out_dir,
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        per_device_eval_batch_size=max(config.per_device_train_batch_size, 8),
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler_type,
+        warmup_steps=config.warmup_steps,
+        weight_decay=config.weight_decay,
+        logging_steps=1,
+        eval_strategy=eval_strategy,
+        eval_steps=config.eval_steps,
+        # Early stopping restores the best checkpoint, so it needs saving on the eval schedule.
+        save_strategy=eval_strategy if config.early_stopping_patience else "no",
+        save_steps=config.eval_steps,
+        save_total_limit=2,
+        load_best_model_at_end=bool(config.early_stopping_patience),
+        metric_for_best_model="eval_loss" if config.early_stopping_patience else None,
+        greater_is_better=False,
+        report_to="none",
+        disable_tqdm=not progress,
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=bf16,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=device == "cuda",
+        save_only_model=True,
+    )
+
+
 def train(model, tokenizer, train_records: Sequence[dict], val_records: Sequence[dict] | None = None,
           config: TrainConfig = TrainConfig(), callbacks: Sequence = (), progress: bool = False) -> TrainResult:
     """Fine-tune ``model`` (usually a PEFT model) on records with ``prompt``/``response``.
 
     The loss is computed on the answer tokens only. Returns the loss history.
     """
-    from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, TrainingArguments
+    from transformers import EarlyStoppingCallback, PrinterCallback, Trainer
 
     train_ds = encode_dataset(tokenizer, train_records, config.system, config.max_length)
     val_ds = encode_dataset(tokenizer, val_records, config.system, config.max_length) if val_records else None
@@ -112,40 +154,10 @@ def train(model, tokenizer, train_records: Sequence[dict], val_records: Sequence
         raise ValueError("early stopping needs validation records (val_records)")
 
     device = next(model.parameters()).device.type
-    bf16 = next(model.parameters()).dtype == torch.bfloat16
     eval_strategy = "no" if val_ds is None else ("steps" if config.eval_steps else "epoch")
     with tempfile.TemporaryDirectory(prefix="course-train-") as out_dir:
-        args = TrainingArguments(
-            output_dir=out_dir,
-            num_train_epochs=config.epochs,
-            max_steps=config.max_steps,
-            per_device_train_batch_size=config.batch_size,
-            per_device_eval_batch_size=max(config.batch_size, 8),
-            gradient_accumulation_steps=config.gradient_accumulation_steps,
-            learning_rate=config.lr,
-            lr_scheduler_type=config.scheduler,
-            warmup_steps=config.warmup_steps,
-            weight_decay=config.weight_decay,
-            logging_steps=1,
-            eval_strategy=eval_strategy,
-            eval_steps=config.eval_steps,
-            # Early stopping restores the best checkpoint, so it needs saving on the eval schedule.
-            save_strategy=eval_strategy if config.early_stopping_patience else "no",
-            save_steps=config.eval_steps,
-            save_total_limit=2,
-            load_best_model_at_end=bool(config.early_stopping_patience),
-            metric_for_best_model="eval_loss" if config.early_stopping_patience else None,
-            greater_is_better=False,
-            report_to="none",
-            disable_tqdm=not progress,
-            seed=config.seed,
-            data_seed=config.seed,
-            bf16=bf16,
-            remove_unused_columns=False,
-            dataloader_num_workers=0,
-            dataloader_pin_memory=device == "cuda",
-            save_only_model=True,
-        )
+        args = training_arguments(config, out_dir, eval_strategy, device,
+                                  bf16=next(model.parameters()).dtype == torch.bfloat16, progress=progress)
         cbs = list(callbacks)
         if config.early_stopping_patience:
             cbs.append(EarlyStoppingCallback(config.early_stopping_patience, config.early_stopping_threshold))

@@ -31,7 +31,7 @@
 # %% tags=["parameters"]
 # papermill がこのセルの値を差し替えます（CI では model_profile="tiny"）。
 model_profile = "auto"  # "auto" | "tiny" | "qwen3-0.6b"
-quick = False
+quick = False  # このレッスンでは使いません（ほかのレッスンとそろえるための引数です）
 seed = 0
 
 # %% [markdown]
@@ -85,7 +85,6 @@ question = "日本の四季について一文で教えてください。"
 print(chat_prompt(tokenizer, question))
 reply = answer(model, tokenizer, question, max_new_tokens=40)
 print("モデルの返答:", reply)
-assert isinstance(reply, str)
 
 # %% [markdown]
 # tiny モデルの場合、返答はまだ意味の通らない文章のはずです。
@@ -112,6 +111,42 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# ## 5. 練習問題
+#
+# ### 基本
+#
+# 1. 自分で選んだ日本語の文を1つトークンに分け、文字数とトークン数を比べてください。
+#    次に、同じ意味の文を **ひらがなだけ** で書き直して同じことをしてください。トークン数はどう変わりますか。
+#
+# #### 解答例
+#
+# 下のセルが解答例です（クリックで開きます）。このページを作るときに実際に実行した結果が表示されます。
+
+# %% tags=["hide-cell"]
+# 基本1: 漢字かな交じりの文と、同じ意味のひらがなだけの文を比べる
+ex_sentences = {
+    "漢字かな交じり": "今日は天気が良いので散歩に行きます。",
+    "ひらがなだけ": "きょうはてんきがよいのでさんぽにいきます。",
+}
+ex_rows = []
+for kind, sentence in ex_sentences.items():
+    ex_ids = tokenizer(sentence, add_special_tokens=False)["input_ids"]
+    assert tokenizer.decode(ex_ids) == sentence, "トークン列を戻すと元の文になるはず"
+    ex_rows.append({"書き方": kind, "文": sentence, "文字数": len(sentence), "トークン数": len(ex_ids),
+                    "1トークンあたりの文字数": round(len(sentence) / len(ex_ids), 2)})
+ex_table = pd.DataFrame(ex_rows).set_index("書き方")
+ex_table
+
+# %% [markdown]
+# ```{admonition} 解説
+# :class: dropdown
+# トークナイザーは、学習に使った文章によく出てくる文字の並びを1トークンにまとめます。
+# 「天気」「散歩」のような漢字の言葉はまとまりやすく、ひらがなだけで書くと文字数が増えるうえに、
+# 言葉の切れ目もわかりにくくなるので、トークン数は多くなりがちです（上の表で確かめてください）。
+# モデルが一度に読める長さや計算の量はトークン数で決まるので、同じ内容でも書き方でコストが変わります。
+# ```
+
+# %% [markdown]
 # ## まとめ
 #
 # - モデルの読み込み、トークン化、生成、グラフ描画が動くことを確認しました。
@@ -119,3 +154,9 @@ plt.show()
 #   GPU がある環境では `cuda` と `bfloat16` が選ばれます。
 #
 # 次のレベル1では、実際に LoRA でファインチューニングします。
+
+# %% tags=["remove-input"]
+# CI の確認（このセルはページに表示しません）
+assert isinstance(reply, str), "生成の結果は文字列のはず"
+assert (lengths["トークン数"] > 0).all() and (ex_table["トークン数"] > 0).all(), "どの文も1つ以上のトークンになるはず"
+assert ex_table.loc["ひらがなだけ", "トークン数"] > ex_table.loc["漢字かな交じり", "トークン数"], "解説のとおり、ひらがなだけのほうがトークンが多いはず"

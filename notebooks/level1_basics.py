@@ -40,10 +40,10 @@
 # %% tags=["parameters"]
 # papermill がこのセルの値を差し替えます（CI では model_profile="tiny", quick=True）。
 model_profile = "auto"  # "auto" | "tiny" | "qwen3-0.6b"
-quick = False  # True: fewer epochs (what CI runs)
+quick = False  # True: エポック数を減らして短く実行します（CI の設定）
 seed = 0
-epochs = None  # None: the default of the loaded profile (set in the next cells)
-lr = None  # None: the default of the loaded profile
+num_train_epochs = None  # None: 読み込んだモデルの既定値（次の節の PROFILE_SETTINGS）を使います
+learning_rate = None  # None: 読み込んだモデルの既定値を使います
 
 # %% [markdown]
 # ## 1. 準備：モデルを読み込む
@@ -64,6 +64,9 @@ show_model_note(loaded)
 # 大きめの学習率（learning rate）で何十エポック（epoch）も回します。Qwen3-0.6B はすでに日本語で会話できるので、
 # LoRA でよく使われる `2e-4` 前後の学習率で数エポックだけ回せば十分です。
 #
+# 設定の名前（キー）は、PEFT の `LoraConfig`（`lora_` で始まるもの）と Transformers の `TrainingArguments`（それ以外）の
+# 引数名と同じにしてあります。ほかの記事やライブラリの説明を読むときも、同じ名前で探せます。
+#
 # なお tiny モデルを CPU で動かすとき、`load_model` は計算を1スレッドにします。行列が小さい（幅128）ので、
 # 複数のスレッドで分けるとスレッド同士の待ち合わせのほうが高くつき、ほかの処理と CPU を取り合う環境では何倍も遅くなるためです。
 
@@ -71,25 +74,34 @@ show_model_note(loaded)
 import pandas as pd
 import torch
 
-# Per-profile defaults, measured on the tiny model (CPU) and chosen for Qwen3-0.6B (GPU, bf16).
+# モデルごとの既定値。tiny は CPU で実測して決め、Qwen3-0.6B は GPU（bfloat16）向けに選んだ値です。
+# lora_* は PEFT の LoraConfig、それ以外は Transformers の TrainingArguments の引数名です。
 PROFILE_SETTINGS = {
-    "tiny": {"epochs": 40, "quick_epochs": 30, "lr": 7e-3, "batch_size": 8, "warmup_steps": 10},
-    "qwen3-0.6b": {"epochs": 3, "quick_epochs": 2, "lr": 2e-4, "batch_size": 8, "warmup_steps": 2},
+    "tiny": {"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05,
+             "learning_rate": 7e-3, "num_train_epochs": 40, "quick_num_train_epochs": 30,
+             "per_device_train_batch_size": 8, "warmup_steps": 10},
+    "qwen3-0.6b": {"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05,
+                   "learning_rate": 2e-4, "num_train_epochs": 3, "quick_num_train_epochs": 2,
+                   "per_device_train_batch_size": 8, "warmup_steps": 2},
 }
-LORA_R, LORA_ALPHA, LORA_DROPOUT = 16, 32, 0.05
-MAX_NEW_TOKENS = 96  # long enough that an answer which never stops breaks the 60-character line rule
+MAX_NEW_TOKENS = 96  # 止まらない答えが「1行60文字まで」の決まりを破るのに十分な長さ
 
 settings = dict(PROFILE_SETTINGS[loaded.profile])
-settings["epochs"] = epochs if epochs is not None else (settings["quick_epochs"] if quick else settings["epochs"])
-settings["lr"] = lr if lr is not None else settings["lr"]
+quick_num_train_epochs = settings.pop("quick_num_train_epochs")
+if num_train_epochs is not None:  # パラメータのセルで指定したときはその値
+    settings["num_train_epochs"] = num_train_epochs
+elif quick:
+    settings["num_train_epochs"] = quick_num_train_epochs
+if learning_rate is not None:
+    settings["learning_rate"] = learning_rate
 pd.Series({
     "モデル": loaded.label,
-    "エポック数（epochs）": settings["epochs"],
-    "学習率（learning rate）": settings["lr"],
-    "バッチサイズ（batch size）": settings["batch_size"],
-    "ウォームアップ（warmup steps）": settings["warmup_steps"],
-    "LoRA ランク r": LORA_R,
-    "LoRA alpha": LORA_ALPHA,
+    "エポック数（num_train_epochs）": settings["num_train_epochs"],
+    "学習率（learning_rate）": settings["learning_rate"],
+    "バッチサイズ（per_device_train_batch_size）": settings["per_device_train_batch_size"],
+    "ウォームアップ（warmup_steps）": settings["warmup_steps"],
+    "LoRA ランク（lora_r）": settings["lora_r"],
+    "LoRA の alpha（lora_alpha）": settings["lora_alpha"],
 }, name="設定").to_frame()
 
 # %% [markdown]
@@ -136,9 +148,9 @@ pd.Series({
 # ```
 
 # %%
-from course_lib.formats import LEVEL1_FORMAT, follows_format, format_match_rate, load_level1
+from course_lib.level1 import LEVEL1_FORMAT, follows_format, format_match_rate, load_level1
 
-train_records, heldout_records = load_level1()  # validated: schema, ids, and the answer format
+train_records, heldout_records = load_level1()  # 読み込むときに、項目・id・答えの形式を検査します
 print(f"学習用: {len(train_records)} 件 / 評価用: {len(heldout_records)} 件")
 print("形式チェックの正規表現:", LEVEL1_FORMAT.pattern)
 pd.DataFrame(train_records[:3])[["id", "prompt", "response"]]
@@ -150,13 +162,13 @@ pd.DataFrame(train_records[:3])[["id", "prompt", "response"]]
 # %%
 examples = [
     train_records[0]["response"],
-    "【結論】米の中心まで水を吸わせるためです。",  # one line only
-    "米の中心まで水を吸わせるためです。",  # no labels
+    "【結論】米の中心まで水を吸わせるためです。",  # 1行だけ
+    "米の中心まで水を吸わせるためです。",  # 【結論】【理由】の目印がない
 ]
 pd.DataFrame({"答え": [e.replace("\n", " ⏎ ") for e in examples], "形式に合う": [follows_format(e) for e in examples]})
 
 # %%
-assert format_match_rate([r["response"] for r in train_records + heldout_records]) == 1.0
+assert format_match_rate([r["response"] for r in train_records + heldout_records]) == 1.0, "データの答えはすべて形式に合っているはず"
 
 # %% [markdown]
 # ## 4. トークンとチャットテンプレート
@@ -199,7 +211,7 @@ from course_lib.generate import sample_answers
 
 
 def greedy_answers(m, prompts):
-    """One greedy answer per prompt, batched."""
+    """質問ごとに貪欲法の答えを1つ（まとめて生成します）。"""
     out = sample_answers(m, tokenizer, prompts, n=1, temperature=0, max_new_tokens=MAX_NEW_TOKENS, progress=False)
     return [a[0] for a in out]
 
@@ -213,9 +225,6 @@ rate_before = {"学習用": format_match_rate(before_train), "評価用": format
 print("学習前の形式一致率:", {k: f"{v:.0%}" for k, v in rate_before.items()})
 for p, a in list(zip(all_prompts, before))[:3]:
     print(f"\n質問: {p}\n答え: {a[:120]}")
-
-# %%
-assert rate_before["学習用"] <= 0.1 and rate_before["評価用"] <= 0.1, "before training the model should not know the format"
 
 # %% [markdown]
 # 学習前のモデルは、この答え方をまったく使いません（tiny モデルの場合は、そもそも意味の通る文になっていません）。
@@ -242,19 +251,19 @@ assert rate_before["学習用"] <= 0.1 and rate_before["評価用"] <= 0.1, "bef
 import torch
 
 A_demo = torch.tensor([[1.0, 0.0, 2.0, 0.0, 1.0],
-                       [0.0, 1.0, 0.0, 1.0, 0.0]])  # r=2 x in=5
+                       [0.0, 1.0, 0.0, 1.0, 0.0]])  # r=2 × 入力=5
 B_demo = torch.tensor([[1.0, 0.0],
                        [0.0, 1.0],
                        [1.0, 1.0],
-                       [2.0, 0.0]])  # out=4 x r=2
-delta_demo = B_demo @ A_demo  # out=4 x in=5
+                       [2.0, 0.0]])  # 出力=4 × r=2
+delta_demo = B_demo @ A_demo  # 出力=4 × 入力=5
 print(f"B {tuple(B_demo.shape)} @ A {tuple(A_demo.shape)} = ΔW {tuple(delta_demo.shape)}, "
       f"ランク = {torch.linalg.matrix_rank(delta_demo).item()}")
 print(f"ΔW をそのまま学習すると {delta_demo.numel()} 個、A と B なら {A_demo.numel() + B_demo.numel()} 個の数")
 pd.DataFrame(delta_demo.numpy())
 
 # %%
-assert torch.linalg.matrix_rank(delta_demo).item() == 2
+assert torch.linalg.matrix_rank(delta_demo).item() == 2, "r=2 の細長い行列2つの積なので、ランクは 2 のはず"
 
 # %% [markdown]
 # 4 × 5 の小さな例では節約になりませんが、実際の層は数百〜数千の幅があるので、差は大きくなります。
@@ -262,11 +271,13 @@ assert torch.linalg.matrix_rank(delta_demo).item() == 2
 # 対象は注意機構（attention）と MLP の7種類の線形層すべてです。
 
 # %%
-from course_lib.lora import attach_lora, count_parameters, expected_lora_parameters
+from course_lib.lora import attach_lora, count_parameters, lora_parameter_count
 
-by_arithmetic = expected_lora_parameters(model, LORA_R)  # r * (in + out) summed over the target layers, before attaching
-peft_model = attach_lora(model, r=LORA_R, alpha=LORA_ALPHA, dropout=LORA_DROPOUT)
-q_proj = peft_model.base_model.model.model.layers[0].self_attn.q_proj  # a real layer of the loaded model
+# 取り付ける前に計算しておく: 対象の層すべてについて r ×（入力 + 出力）を足した数
+by_arithmetic = lora_parameter_count(model, settings["lora_r"])
+peft_model = attach_lora(model, lora_r=settings["lora_r"], lora_alpha=settings["lora_alpha"],
+                         lora_dropout=settings["lora_dropout"])
+q_proj = peft_model.base_model.model.model.layers[0].self_attn.q_proj  # 読み込んだモデルの実際の層
 lora_A = q_proj.lora_A["default"].weight
 lora_B = q_proj.lora_B["default"].weight
 pd.DataFrame({
@@ -276,7 +287,7 @@ pd.DataFrame({
 
 # %%
 scaling = q_proj.scaling["default"]
-print(f"倍率 alpha / r = {LORA_ALPHA} / {LORA_R} = {scaling}")
+print(f"倍率 alpha / r = {settings['lora_alpha']} / {settings['lora_r']} = {scaling}")
 print(f"B の 0 でない要素の数: {torch.count_nonzero(lora_B).item()}")
 
 enc = tokenizer([chat_prompt(tokenizer, question)], return_tensors="pt", add_special_tokens=False).to(loaded.device.device)
@@ -287,26 +298,29 @@ with torch.no_grad():
 print("取り付けた直後、LoRA あり/なしの出力の最大差:", (logits_lora - logits_base).abs().max().item())
 
 # %%
-assert scaling == LORA_ALPHA / LORA_R
-assert tuple(lora_A.shape) == (LORA_R, q_proj.in_features) and tuple(lora_B.shape) == (q_proj.out_features, LORA_R)
-assert torch.count_nonzero(lora_B).item() == 0 and torch.equal(logits_lora, logits_base)
+assert scaling == settings["lora_alpha"] / settings["lora_r"], "倍率は alpha / r のはず"
+assert tuple(lora_A.shape) == (settings["lora_r"], q_proj.in_features), "A は r × 入力のはず"
+assert tuple(lora_B.shape) == (q_proj.out_features, settings["lora_r"]), "B は 出力 × r のはず"
+assert torch.count_nonzero(lora_B).item() == 0, "B は 0 で初期化されるはず"
+assert torch.equal(logits_lora, logits_base), "取り付けた直後は、元のモデルと同じ出力になるはず"
 
 # %% [markdown]
 # ### 学習するパラメータの数
 #
 # 学習するのは $A$ と $B$ だけです。1つの層で増える数は $r \times (\text{入力} + \text{出力})$ なので、
-# 全部の対象層について足し算した値（LoRA を取り付ける前に `expected_lora_parameters` で計算しておきました）は、
+# 全部の対象層について足し算した値（LoRA を取り付ける前に `lora_parameter_count` で計算しておきました）は、
 # 取り付けたあとに数えた値と一致するはずです。
 
 # %%
 trainable, total = count_parameters(peft_model)
 pd.DataFrame({
-    "パラメータ数": [f"{trainable:,}", f"{total:,}", f"{by_arithmetic:,}"],
+    "パラメータ数": [f"{trainable:,}", f"{total:,}", f"{by_arithmetic.trainable:,}"],
 }, index=["学習する（LoRA の A と B）", "全体（元の重み + LoRA）", "計算で求めた LoRA の数"]).assign(
     割合=[f"{trainable / total:.2%}", "100%", ""])
 
 # %%
-assert trainable == by_arithmetic > 0
+assert trainable == by_arithmetic.trainable > 0, "数えた数と、計算で求めた数は一致するはず"
+assert total == by_arithmetic.total, "全体の数も、元の重み + LoRA の計算と一致するはず"
 
 # %% [markdown]
 # 割合はモデルの大きさで大きく変わります。tiny モデルは層の幅が 128 しかないので、LoRA の分が全体の1割ほどになります。
@@ -319,10 +333,19 @@ assert trainable == by_arithmetic > 0
 # 学習では、モデルに「次のトークン」を当てさせ、外れた度合いを損失として小さくしていきます。
 # ただし質問の部分まで当てさせる必要はありません。覚えてほしいのは答え方だからです。
 # そこで質問側のトークンのラベル（label）を `-100` にします。`-100` の位置は損失の計算から外れます。
+#
+# これを行うのが `course_lib.sft.encode_example` です。中身は数行だけなので、まずソースを表示します。
+# 質問（チャットテンプレートの `assistant` の行まで）と答えを別々にトークンに分けてつなぎ、
+# 質問側の長さだけラベルを `-100`（`IGNORE_INDEX`）で埋めています。次のセルで、学習データの1件目を実際に変換します。
 
 # %%
+import inspect
+
 from course_lib.sft import IGNORE_INDEX, encode_example
 
+print(inspect.getsource(encode_example))
+
+# %%
 example = encode_example(tokenizer, train_records[0]["prompt"], train_records[0]["response"])
 input_ids, labels = example["input_ids"], example["labels"]
 n_prompt = sum(label == IGNORE_INDEX for label in labels)
@@ -330,7 +353,7 @@ print(f"全 {len(input_ids)} トークンのうち、質問側 {n_prompt} 個は
 
 
 def token_rows(start, stop):
-    """One row per piece of text; byte fragments of one character are joined into one row."""
+    """表示する文字ごとに1行。1文字が複数のトークン（バイトの断片）に分かれていたら、1行にまとめます。"""
     rows, group = [], []
     for pos in range(start, stop):
         group.append(pos)
@@ -347,14 +370,14 @@ def token_rows(start, stop):
     return rows
 
 
-# the end of the question, the start of the answer, and the end of the answer
+# 質問の終わり、答えの始まり、答えの終わり
 mask_table = pd.DataFrame(token_rows(n_prompt - 6, n_prompt + 12) + token_rows(len(input_ids) - 3, len(input_ids)))
 mask_table
 
 # %%
-assert all(label == IGNORE_INDEX for label in labels[:n_prompt])
-assert labels[n_prompt:] == input_ids[n_prompt:]  # the answer tokens are their own labels
-assert labels[-2] == tokenizer.eos_token_id  # the end-of-turn token is learned too
+assert all(label == IGNORE_INDEX for label in labels[:n_prompt]), "質問側のラベルはすべて -100 のはず"
+assert labels[n_prompt:] == input_ids[n_prompt:], "答え側のラベルは、入力IDそのもののはず"
+assert labels[-2] == tokenizer.eos_token_id, "発言の終わりのトークンも学習の対象のはず"
 
 # %% [markdown]
 # 1文字が複数のトークンに分かれている所は、1行にまとめて表示しました（「位置」が複数あります）。
@@ -380,9 +403,9 @@ assert labels[-2] == tokenizer.eos_token_id  # the end-of-turn token is learned 
 from course_lib.train import TrainConfig, train
 
 config = TrainConfig(
-    epochs=settings["epochs"],
-    lr=settings["lr"],
-    batch_size=settings["batch_size"],
+    num_train_epochs=settings["num_train_epochs"],
+    learning_rate=settings["learning_rate"],
+    per_device_train_batch_size=settings["per_device_train_batch_size"],
     warmup_steps=settings["warmup_steps"],
     seed=seed,
 )
@@ -463,9 +486,6 @@ if last_eval > min_eval * 1.05:
 else:
     print("検証損失は最後まで大きく上がっていません。はっきりした過学習は見られません。")
 
-# %%
-assert loss_summary.loc[loss_summary.index[0], "最後"] < 0.8 * loss_summary.loc[loss_summary.index[0], "最初"], "train loss should fall"
-
 # %% [markdown]
 # 損失は「見本とどれだけ同じトークンを出せるか」の平均なので、損失だけでは、答え方が身についたかどうかは直接わかりません。
 # 次の節で、実際に生成させて確かめます。
@@ -536,13 +556,6 @@ pd.DataFrame({
 # - 形式一致率は「形」だけを測る指標です。BLEU や ROUGE のように見本との文字の重なりを測る指標も、
 #   **事実として正しいか** は測れません。中身の正しさは、別の方法（人の確認や、正解を知っている採点者）で確かめる必要があります。
 
-# %%
-assert rate_after["学習用"] >= 0.7, f"format match on training prompts too low: {rate_after['学習用']:.0%}"
-assert rate_after["評価用"] >= 0.5, f"format match on held-out prompts too low: {rate_after['評価用']:.0%}"
-assert rate_after["学習用"] > rate_before["学習用"] and rate_after["評価用"] > rate_before["評価用"]
-assert exact["評価用"] <= 0.1 < exact["学習用"], "the facts of training answers are recalled, new ones are not"
-
-
 # %% [markdown]
 # ## 11. 保存・再読み込み・マージ
 #
@@ -571,7 +584,7 @@ pd.DataFrame(
 fresh = load_model(loaded.profile, verbose=False)
 reloaded = load_adapter(fresh.model, adapter_dir)
 answers_reloaded = greedy_answers(reloaded, all_prompts)
-merged = merge_adapter(reloaded)  # folds the adapter into the freshly loaded base weights
+merged = merge_adapter(reloaded)  # 読み込み直した元の重みに、アダプターを足し込みます
 answers_merged = greedy_answers(merged, all_prompts)
 same = pd.Series({
     "再読み込みしたモデル": np.mean([a == b for a, b in zip(after, answers_reloaded)]),
@@ -580,9 +593,9 @@ same = pd.Series({
 same.map(lambda v: f"{v:.0%}").to_frame()
 
 # %%
-assert same["再読み込みしたモデル"] == 1.0, "the reloaded adapter must reproduce the trained model exactly"
-# Merging rounds W + scale*B@A once; in float32 the greedy answers stay identical, in bfloat16 a few may differ.
-assert same["マージしたモデル"] >= (1.0 if loaded.device.dtype == torch.float32 else 0.9)
+assert same["再読み込みしたモデル"] == 1.0, "読み込み直したアダプターは、学習直後のモデルとまったく同じ答えを返すはず"
+# マージでは W + 倍率×BA を一度だけ丸めます。float32 なら答えは同じまま、bfloat16 ではわずかに変わることがあります。
+assert same["マージしたモデル"] >= (1.0 if loaded.device.dtype == torch.float32 else 0.9), "マージしたモデルの答えが学習直後と違いすぎます"
 
 # %% [markdown]
 # 使い分けの目安です。
@@ -643,13 +656,13 @@ import copy
 
 vocab = merged.get_input_embeddings().weight.shape[0]
 grown = copy.deepcopy(merged)
-grown.resize_token_embeddings(vocab + 4, mean_resizing=False)  # as if 4 special tokens had been added
+grown.resize_token_embeddings(vocab + 4, mean_resizing=False)  # 特殊トークンを4つ足したときと同じ状態
 plain = copy.deepcopy(merged)
 try:
     plain.load_state_dict(grown.state_dict())
 except RuntimeError as err:
     print(next(line.strip() for line in str(err).splitlines() if "size mismatch" in line))
-plain.resize_token_embeddings(vocab + 4, mean_resizing=False)  # the fix: same number of rows first
+plain.resize_token_embeddings(vocab + 4, mean_resizing=False)  # 対処: 先に行数をそろえる
 plain.load_state_dict(grown.state_dict())
 print(f"行数を {vocab} → {vocab + 4} にそろえると読み込めました")
 del grown, plain
@@ -659,73 +672,140 @@ del grown, plain
 #
 # ### 基本
 #
-# 1. LoRA のランクを `r=4` にすると、学習するパラメータは何個になりますか。まず $r \times (\text{入力} + \text{出力})$ で予想し、
-#    `expected_lora_parameters` と、実際に取り付けたモデルの `count_parameters` で確かめてください。
+# 1. LoRA のランクを `lora_r=4` にすると、学習するパラメータは何個になりますか。まず $r \times (\text{入力} + \text{出力})$ で予想し、
+#    `lora_parameter_count`（層の種類ごとの内訳は `lora_parameter_table`）と、実際に取り付けたモデルの `count_parameters` で確かめてください。
 # 2. 自分で考えた質問を3つ作り、学習後のモデル（`peft_model`）に答えさせて、`format_match_rate` で形式に合うか調べてください。
 #
-# ````{admonition} 解答例
+# #### 解答例
+#
+# 下の2つのセルが、基本1と基本2の解答例です（クリックで開きます）。このページを作るときに実際に実行した結果が表示されます。
+
+# %% tags=["hide-cell"]
+# 基本1: lora_r=4 のときの LoRA のパラメータ数
+from course_lib.lora import attach_lora, count_parameters, lora_parameter_count, lora_parameter_table
+
+ex_base = load_model(loaded.profile, verbose=False).model  # LoRA を付けていない元のモデルを読み込み直す
+display(lora_parameter_table(ex_base, 4))  # 層の種類ごとに r ×（入力 + 出力）、それに層の数をかけたもの
+ex_predicted = lora_parameter_count(ex_base, 4)
+ex_small = attach_lora(ex_base, lora_r=4, lora_alpha=8)  # alpha / r は本文と同じ 2
+ex_trainable, ex_total = count_parameters(ex_small)
+print(f"予想（計算）: {ex_predicted.trainable:,} 個 / 取り付けて数えた数: {ex_trainable:,} 個")
+print(f"lora_r={settings['lora_r']} のとき（6節）の {trainable:,} 個の {ex_trainable / trainable:.2f} 倍です")
+assert ex_trainable == ex_predicted.trainable, "予想と、取り付けて数えた数は一致するはず"
+
+# %% tags=["hide-cell"]
+# 基本2: 自分で考えた質問に、学習後のモデルで答えさせる
+my_questions = [
+    "雨の日に洗濯物が乾きにくいのはなぜですか。",
+    "朝ごはんを食べるとよいのはなぜですか。",
+    "夜空の星がまたたいて見えるのはなぜですか。",
+]
+my_answers = greedy_answers(peft_model, my_questions)
+display(pd.DataFrame({
+    "質問": my_questions,
+    "答え": [one_line(a, 80) for a in my_answers],
+    "形式に合う": [follows_format(a) for a in my_answers],
+}))
+print(f"形式一致率: {format_match_rate(my_answers):.0%}")
+
+# %% [markdown]
+# ```{admonition} 解説
 # :class: dropdown
-# ```python
-# from course_lib.lora import attach_lora, count_parameters, expected_lora_parameters
-# from course_lib.profiles import load_model
-#
-# base = load_model(loaded.profile, verbose=False).model
-# print("予想:", expected_lora_parameters(base, 4))
-# small = attach_lora(base, r=4, alpha=8)
-# print("実際:", count_parameters(small))  # (trainable, total); trainable equals the prediction
-#
-# my_questions = ["雨の日に洗濯物が乾きにくいのはなぜですか。", "朝ごはんを食べるとよいのはなぜですか。", "海の水がしょっぱいのはなぜですか。"]
-# mine = greedy_answers(peft_model, my_questions)
-# print(mine)
-# print("形式一致率:", format_match_rate(mine))
+# 1. ランクを 16 から 4 にすると、LoRA のパラメータ数はちょうど 1/4 になります。
+#    1つの層で増える数は $r \times (\text{入力} + \text{出力})$ で、入力と出力の幅は変わらないからです。
+# 2. 新しい質問でも「【結論】…」「【理由】…」の形で答えていれば、形式が広がったということです。
+#    ただし形式一致率は形しか見ません。答えの中身が正しいかどうかは、別に確かめる必要があります（10節）。
 # ```
-# ランクを 16 から 4 にすると、LoRA のパラメータ数はちょうど 1/4 になります（入力と出力の幅は変わらないため）。
-# ````
 #
 # ### 発展
 #
 # 1. 学習率を今の 1/10 にして同じエポック数で学習し、損失曲線と形式一致率を比べてください。何が起きていますか。
 # 2. LoRA を注意機構の4種類の層（`ATTENTION_MODULES`）だけに付けて学習し、学習するパラメータ数と形式一致率を7種類のときと比べてください。
 #
-# ````{admonition} 解答例
+# #### 解答例
+#
+# 比べる基準として、本文の設定（7種類の層、本文の学習率）もここで学習し直し、3つの設定をすべて同じエポック数で学習します。
+# `quick=True` で実行したとき（公開している本のページ）は、時間を抑えるためにエポック数を本文の半分にしています。
+# 3つとも同じエポック数なので、比べ方は公平です。時間を抑えるため、検証損失は測りません。
+
+# %% tags=["hide-cell"]
+# 発展の準備: 設定を1つ受け取り、読み込み直したモデルで学習して結果をまとめる関数と、基準（本文の設定）の学習
+from course_lib.lora import ALL_PROJ_MODULES, ATTENTION_MODULES
+
+ex_epochs = settings["num_train_epochs"] / 2 if quick else settings["num_train_epochs"]
+
+
+def run_variant(label, learning_rate, target_modules=ALL_PROJ_MODULES):
+    """読み込み直したモデルに LoRA を付けて学習し、(表の1行, 学習の結果) を返します。"""
+    ex_model = attach_lora(load_model(loaded.profile, verbose=False).model, lora_r=settings["lora_r"],
+                           lora_alpha=settings["lora_alpha"], lora_dropout=settings["lora_dropout"],
+                           target_modules=target_modules)
+    ex_config = TrainConfig(
+        num_train_epochs=ex_epochs,
+        learning_rate=learning_rate,
+        per_device_train_batch_size=settings["per_device_train_batch_size"],
+        warmup_steps=settings["warmup_steps"],
+        seed=seed,
+    )
+    ex_result = train(ex_model, tokenizer, train_records, config=ex_config)
+    ex_answers = greedy_answers(ex_model, all_prompts)
+    row = {
+        "設定": label,
+        "学習するパラメータ": count_parameters(ex_model)[0],
+        "最後の学習損失": round(ex_result.final_loss, 2),
+        "形式一致率（学習用）": format_match_rate(ex_answers[: len(train_prompts)]),
+        "形式一致率（評価用）": format_match_rate(ex_answers[len(train_prompts):]),
+    }
+    return row, ex_result
+
+
+def show_rows(rows):
+    """結果の行を、数は3桁区切り、割合は % で表示する表にします。"""
+    table = pd.DataFrame(rows).set_index("設定")
+    table["学習するパラメータ"] = table["学習するパラメータ"].map(lambda v: f"{v:,}")
+    for column in ("形式一致率（学習用）", "形式一致率（評価用）"):
+        table[column] = table[column].map(lambda v: f"{v:.0%}")
+    return table
+
+
+ex_rows, ex_results = {}, {}
+ex_rows["基準"], ex_results["基準"] = run_variant(
+    f"本文の設定（学習率 {settings['learning_rate']:g}、7種類の層）", settings["learning_rate"])
+print(f"どの設定も {ex_epochs:g} エポック学習します。")
+show_rows([ex_rows["基準"]])
+
+# %% tags=["hide-cell"]
+# 発展1: 学習率を 1/10 にする
+ex_rows["学習率1/10"], ex_results["学習率1/10"] = run_variant(
+    f"学習率 1/10（{settings['learning_rate'] / 10:g}）", settings["learning_rate"] / 10)
+ex_curves = pd.concat([ex_results[k].train_loss.assign(設定=ex_rows[k]["設定"]) for k in ("基準", "学習率1/10")])
+fig, ax = plt.subplots(figsize=(8, 4))
+sns.lineplot(data=ex_curves, x="step", y="loss", hue="設定", ax=ax)
+ax.set_xlabel("ステップ（step）")
+ax.set_ylabel("学習損失（train loss）")
+ax.set_title(f"学習率を 1/10 にすると（{ex_epochs:g} エポック）")
+plt.tight_layout()
+plt.show()
+show_rows([ex_rows["基準"], ex_rows["学習率1/10"]])
+
+# %% tags=["hide-cell"]
+# 発展2: 注意機構の4種類の層だけに LoRA を付ける（学習率は本文と同じ）
+ex_rows["注意機構だけ"], ex_results["注意機構だけ"] = run_variant(
+    "注意機構の4種類だけ", settings["learning_rate"], ATTENTION_MODULES)
+print(f"{loaded.label}、どの設定も {ex_epochs:g} エポック学習した結果です。")
+show_rows(list(ex_rows.values()))
+
+# %% [markdown]
+# ```{admonition} 解説
 # :class: dropdown
-# ```python
-# from course_lib.lora import ATTENTION_MODULES, attach_lora, count_parameters
-# from course_lib.plots import plot_loss
-# from course_lib.profiles import load_model
-# from course_lib.train import TrainConfig, train
+# 表と損失曲線は、すぐ上の解答例のセルを実行した結果です。
 #
-# def run(lr, target_modules=None):
-#     base = load_model(loaded.profile, verbose=False).model
-#     kwargs = {"target_modules": target_modules} if target_modules else {}
-#     m = attach_lora(base, r=LORA_R, alpha=LORA_ALPHA, **kwargs)
-#     res = train(m, tokenizer, train_records, heldout_records,
-#                 TrainConfig(epochs=settings["epochs"], lr=lr, batch_size=settings["batch_size"],
-#                             warmup_steps=settings["warmup_steps"], seed=seed))
-#     answers = greedy_answers(m, heldout_prompts)
-#     return res, count_parameters(m)[0], format_match_rate(answers)
-#
-# slow, _, slow_rate = run(settings["lr"] / 10)
-# plot_loss(slow.history, title="学習率 1/10")
-# plt.show()
-# print("学習率 1/10 の形式一致率（評価用）:", slow_rate)
-#
-# _, n_attn, attn_rate = run(settings["lr"], ATTENTION_MODULES)
-# print("注意機構だけ:", n_attn, "個、形式一致率（評価用）:", attn_rate)
-# ```
-# tiny モデル・30エポック（`quick=True` の設定）で測った例です。
-#
-# | 設定 | 学習するパラメータ | 最後の学習損失 | 形式一致率（学習用） | 形式一致率（評価用） |
-# | --- | ---: | ---: | ---: | ---: |
-# | 本文の設定（学習率 7e-3、7種類の層） | 116,736 | 1.40 | 83% | 90% |
-# | 学習率 1/10（7e-4） | 116,736 | 2.99 | 22% | 20% |
-# | 注意機構の4種類だけ | 43,008 | 2.72 | 65% | 70% |
-#
-# 1. 学習率を 1/10 にすると、損失は最後まで高いままで、形式も一部しか身につきません（学習不足）。
+# 1. 学習率を 1/10 にすると、損失の下がり方がずっと遅く、最後まで高いままです。形式もほとんど身につきません（学習不足）。
 #    エポックを増やせば追いつきますが、その分時間がかかります。
-# 2. 注意機構だけにすると、学習するパラメータは MLP の3種類の分だけ減り、同じエポック数では形式一致率も下がりました。
+# 2. 注意機構だけにすると、学習するパラメータは MLP の3種類（`gate_proj`・`up_proj`・`down_proj`）の分だけ減ります。
+#    同じエポック数では損失が下がりきらず、高めに残ります。形式一致率がどれだけ変わるかは、表で確かめてください。
 #    どの層に付けるかも設定の一部です。設定の比べ方は、レベル2でくわしく扱います。
-# ````
+# ```
 #
 # ## まとめ
 #
@@ -746,3 +826,18 @@ del grown, plain
 # ```
 #
 # 次のレベル2では、ランク・alpha・学習率・エポック数などの設定を1つずつ変え、結果がどう変わるかを測ります。
+
+# %% tags=["remove-input"]
+# CI の回帰チェック（このセルはページに表示しません）。tiny モデル・quick=True で測った結果に合わせた下限です。
+# 学習の結果を変えてしまう変更をすると、ここで止まります。
+assert rate_before["学習用"] <= 0.1 and rate_before["評価用"] <= 0.1, "学習前のモデルは、まだこの答え方を知らないはず"
+assert loss_summary.loc[loss_summary.index[0], "最後"] < 0.8 * loss_summary.loc[loss_summary.index[0], "最初"], "学習損失が十分に下がっていません"
+assert rate_after["学習用"] >= 0.7, f"学習用の質問での形式一致率が低すぎます: {rate_after['学習用']:.0%}"
+assert rate_after["評価用"] >= 0.5, f"評価用の質問での形式一致率が低すぎます: {rate_after['評価用']:.0%}"
+assert rate_after["学習用"] > rate_before["学習用"] and rate_after["評価用"] > rate_before["評価用"], "学習で形式一致率が上がっていません"
+assert exact["評価用"] <= 0.1 < exact["学習用"], "学習用の答えの中身は再現でき、評価用の新しい中身は再現できないはず"
+# 練習問題の解説に書いたこと
+assert ex_rows["学習率1/10"]["最後の学習損失"] > ex_rows["基準"]["最後の学習損失"], "学習率 1/10 では損失が高く残るはず"
+assert ex_rows["学習率1/10"]["形式一致率（評価用）"] <= ex_rows["基準"]["形式一致率（評価用）"], "学習率 1/10 では形式が身につきにくいはず"
+assert ex_rows["注意機構だけ"]["学習するパラメータ"] < ex_rows["基準"]["学習するパラメータ"], "注意機構だけなら学習するパラメータは減るはず"
+assert ex_rows["注意機構だけ"]["最後の学習損失"] > ex_rows["基準"]["最後の学習損失"], "注意機構だけでは、同じエポック数で損失が高めに残るはず"

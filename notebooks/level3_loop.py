@@ -32,12 +32,12 @@
 #
 # ## この実験の出発点
 #
-# 元になった実験（seed 000）は、Qwen3-0.6B を LoRA で学習し、GPT-4.1-mini に回答を JSON で採点させ、
+# [元になった実験](../original_experiment.md)は、Qwen3-0.6B を LoRA で学習し、GPT-4.1-mini に回答を JSON で採点させ、
 # 誤答だった質問だけを追加学習する、というループを2回まわしました。15問の正答率は
 # iteration 0 で 73.3%（11/15）、iteration 1 と 2 で 80.0%（12/15）でした。
 # ただし、その実験には次の制約がありました（レポート自身が §6.6・§9.2・§11 で挙げています）。
 #
-# | seed 000 の制約 | このページでの扱い |
+# | 元の実験の制約 | このページでの扱い |
 # | --- | --- |
 # | 学習前（ベースライン）を評価していない | 学習前のモデルも同じ方法で評価する |
 # | 各質問 1 回だけ生成（N = 1） | 各質問 N 回（既定 30 回）温度つきで生成し、平均と信頼区間を出す |
@@ -52,8 +52,8 @@ model_profile = "auto"  # "auto" | "tiny" | "qwen3-0.6b"
 judge = "auto"  # "auto" | "rubric" | "openai"（"auto" は OPENAI_API_KEY があれば openai）
 quick = False  # True: サンプル数を減らした短縮版（CI 用）
 seed = 0
-n_samples = 30  # N: 元の質問 1 問あたりの生成回数（seed 000 §6.6 の推奨値。quick では 8）
-iterations = 2  # K: iteration 0 のあとの反復学習の回数（seed 000 と同じ 2 回）
+n_samples = 30  # N: 元の質問 1 問あたりの生成回数（元の実験 §6.6 の推奨値。quick では 8）
+iterations = 2  # K: iteration 0 のあとの反復学習の回数（元の実験と同じ 2 回）
 replay_ratio = 0.5  # 正解済みの質問を混ぜ戻す割合（0 でリプレイなし）
 
 # %% [markdown]
@@ -62,16 +62,16 @@ replay_ratio = 0.5  # 正解済みの質問を混ぜ戻す割合（0 でリプ�
 # 採点者（judge）は2種類あります。
 #
 # - **rubric**: コースの薬剤知識ベース（`datasets/level3/drugs.jsonl`）に基づく決定的な採点器。オフラインで無料、何千件でも一瞬で採点できます。
-# - **openai**: seed 000 と同じく LLM（既定 `gpt-4.1-mini`）に JSON 形式で採点させます。API キーが必要で、採点ごとに料金がかかります。
+# - **openai**: 元の実験と同じく LLM（既定 `gpt-4.1-mini`）に JSON 形式で採点させます。API キーが必要で、採点ごとに料金がかかります。
 #
-# どちらも seed 000 §4.2 と同じ JSON 形式の採点結果を返します。
+# どちらも 元の実験 §4.2 と同じ JSON 形式の採点結果を返します。
 
 # %%
 import time
 
 t_start = time.perf_counter()
 
-from course_lib.judge import make_judge
+from course_lib.level3.judge import make_judge
 from course_lib.lesson import show_model_note, start_lesson
 from course_lib.profiles import load_model
 
@@ -83,20 +83,20 @@ show_model_note(loaded, judge=repr(grader))
 # %% [markdown]
 # ## 2. 課題とデータ
 #
-# 課題は「症状の説明から、推奨される薬剤を3つと理由を答える」ことです。質問文は seed 000 §3.1 のテンプレートそのままです。
+# 課題は「症状の説明から、推奨される薬剤を3つと理由を答える」ことです。質問文は 元の実験 §3.1 のテンプレートそのままです。
 
 # %%
 import pandas as pd
 from IPython.display import Markdown, display
 
-from course_lib.loop import LoopData
+from course_lib.level3.data import LoopData
 
 data = LoopData.load()
 print(data.symptoms[0]["question"])
 
 # %% [markdown]
 # 学習データは2種類あります。**初回学習データ**（`train_initial`、50件）は iteration 0 で使い、
-# **参照回答**（`references`、各症状2件）は誤答だった質問の修正用（seed の `SAMPLE_MEDICAL_DATA` にあたる）に使います。
+# **参照回答**（`references`、各症状2件）は誤答だった質問の修正用（元の実験の `SAMPLE_MEDICAL_DATA` にあたる）に使います。
 # 回答は `1. [薬剤名] - [理由]` の形式です。
 
 # %%
@@ -123,7 +123,7 @@ display(pd.concat([pd.DataFrame([{"id": data.symptoms[0]["id"], "style": "（元
 #
 # 設定は `LoopConfig` にまとまっています。既定値はモデルごとに違います。
 #
-# | 設定 | qwen3-0.6b（seed 000 §5 と同じ） | tiny（このコースで測って決めた値） |
+# | 設定 | qwen3-0.6b（元の実験 §5 と同じ） | tiny（このコースで測って決めた値） |
 # | --- | --- | --- |
 # | LoRA | r = 16, α = 32, dropout 0.05, 7つの射影層 | r = 16, α = 32, dropout 0.05, 7つの射影層 **+ 出力層（lm_head）** |
 # | 学習率 | 2e-4 | 5e-3 |
@@ -141,7 +141,8 @@ display(pd.concat([pd.DataFrame([{"id": data.symptoms[0]["id"], "style": "（元
 # tiny では温度だけでサンプリングします（iteration 0 の正答率は top_p 0.9 で45%、なしで34%）。
 
 # %%
-from course_lib.loop import LoopConfig, judge_budget
+from course_lib.level3.config import LoopConfig
+from course_lib.level3.loop import judge_budget
 
 overrides = dict(iterations=iterations, replay_ratio=replay_ratio, seed=seed)
 if not quick:
@@ -151,7 +152,7 @@ display(pd.DataFrame([config.to_dict()]).T.rename(columns={0: "値"}))
 
 # %% [markdown]
 # 採点の前に、採点回数（と LLM 採点者なら費用の目安）を確かめます。同じ回答は一度しか採点しないので、実際の回数はこれより少なくなります。
-# seed 000 が学習前の評価を省いた理由は費用でしたが、rubric 採点者なら費用はかかりません。
+# 元の実験が学習前の評価を省いた理由は費用でしたが、rubric 採点者なら費用はかかりません。
 
 # %%
 budget = judge_budget(config, grader, data)
@@ -175,9 +176,8 @@ print("費用の目安:", "無料（rubric）" if budget["est_usd"] == 0 else
 # 設定を変えると別のフォルダになります。
 
 # %%
-from course_lib.loop import run_loop
-
-from course_lib.data import REPO_ROOT
+from course_lib.level3.loop import run_loop
+from course_lib.paths import display_path
 
 result = run_loop(config, loaded, grader)
 
@@ -195,7 +195,7 @@ status = pd.DataFrame({"段階": result.stages,
                        "この実行での秒数": [result.seconds.get(s, 0.0) for s in result.stages]})
 display(status.style.hide(axis="index"))
 where = result.run_dir
-print(f"保存先: {where.relative_to(REPO_ROOT) if where.is_relative_to(REPO_ROOT) else where}")
+print(f"保存先: {display_path(where)}")
 print(f"この実行での採点回数: {result.judge_calls}（採点エラー {result.judge_errors} 件）")
 
 # %% [markdown]
@@ -208,17 +208,85 @@ display(result.training.style.hide(axis="index").format(precision=3, na_rep="—
 # %%
 import matplotlib.pyplot as plt
 
-from course_lib.report_level3 import plot_training_loss
+from course_lib.level3.plots import plot_training_loss
 
 plot_training_loss(result)
 plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# ### 4.1 ループを1回だけ手で回す
+#
+# `run_loop` の中身は、1回の反復ごとに「生成 → 採点 → 集計 → 不合格の質問の選択 → 修正データとリプレイの作成」を繰り返すだけです。
+# ここでは iter0 のアダプターを読み込み、同じ手順を手で1回たどります。
+# 時間を節約するため、生成は各質問 `hand_n` 回だけにします。
+
+# %%
+import copy
+import inspect
+
+from course_lib.generate import sample_answers
+from course_lib.level3.metrics import summarise
+from course_lib.level3.selection import build_iteration_data, question_status
+from course_lib.lora import load_adapter
+
+hand_n = 4
+model_iter0 = load_adapter(copy.deepcopy(loaded.model), result.adapter_path("iter0"))
+questions = [s["question"] for s in data.symptoms]
+# 1. 生成：質問ごとに hand_n 個の回答
+hand_answers = sample_answers(model_iter0, loaded.tokenizer, questions, n=hand_n, temperature=config.temperature,
+                              top_p=config.top_p, max_new_tokens=config.max_new_tokens, seed=config.seed, progress=False)
+requests = [{"question": q, "answer": a, "symptom_id": s["id"]}
+            for s, q, outs in zip(data.symptoms, questions, hand_answers) for a in outs]
+# 2. 採点：回答ごとに JSON の採点結果
+hand_grades = grader.grade_many(requests)
+# 3. 集計：質問ごとの正答率と危険な回答の数
+hand_frame = pd.DataFrame({"symptom_id": [r["symptom_id"] for r in requests],
+                           "score": [g.overall_score for g in hand_grades],
+                           "label": [g.overall_label for g in hand_grades],
+                           "harmful": [g.overall_is_harmful for g in hand_grades]})
+hand_per_q = summarise(hand_frame, n_boot=1).per_question
+# 4. 選択と 5. データ作成
+hand_iteration = build_iteration_data(hand_per_q, data, config.replay_ratio, config.pass_accuracy, seed=config.seed + 1)
+selection = pd.DataFrame({
+    "質問": hand_per_q["symptom_id"],
+    "正答率": hand_per_q["accuracy"].map("{:.0%}".format),
+    "危険な回答": hand_per_q["unsafe"],
+    "判定": question_status(hand_per_q, config.pass_accuracy).map({"pass": "合格", "fail": "不合格"}).to_numpy(),
+    "リプレイに選ばれた": hand_per_q["symptom_id"].isin(hand_iteration.replayed).map({True: "はい", False: ""}),
+})
+display(selection.style.hide(axis="index"))
+print(f"修正データ {len(hand_iteration.corrective)} 件、リプレイ {len(hand_iteration.replay)} 件")
+
+# %% [markdown]
+# 選択と学習データ作りは、次の関数がすべてです。
+# 不合格の質問には参照回答を、合格した質問の一部には iter0 で学んだ例を、同じ重みで混ぜています。
+
+# %%
+print(inspect.getsource(build_iteration_data))
+
+# %% [markdown]
+# `run_loop` は、これと同じ手順を N 個の回答で各段階に行い、結果をディスクに保存して再開や再利用をできるようにしています。
+# 実際に、`run_loop` が保存した iter0 の採点結果に同じ関数を当てると、iter1 で選ばれた不合格の質問と一致します。
+
+# %%
+run_frame = result.stage_grades("iter0")
+same_selection = build_iteration_data(summarise(run_frame, n_boot=1).per_question, data, config.replay_ratio,
+                                      config.pass_accuracy, seed=config.seed + 1)
+if "iter1" in result.stage_info:
+    assert same_selection.failed == result.stage_info["iter1"]["failed"], "run_loop の選択と一致しません"
+    assert same_selection.replayed == result.stage_info["iter1"]["replayed"], "リプレイの選択が一致しません"
+    print(f"iter1 の不合格 {len(same_selection.failed)} 問とリプレイ {len(same_selection.replayed)} 問は、run_loop の選択と同じです。")
+    hand_failed, run_failed = set(hand_iteration.failed), set(same_selection.failed)
+    print(f"手で回した選択（N = {hand_n}）との一致: 不合格 {len(hand_failed & run_failed)} 問が共通、"
+          f"手だけ {len(hand_failed - run_failed)} 問、run_loop だけ {len(run_failed - hand_failed)} 問"
+          f"（N = {config.n_samples} で測った run_loop のほうが、合否の判定が安定します）。")
+
+# %% [markdown]
 # ## 5. 回答と採点結果を見る
 #
 # 指標を見る前に、実際の回答を見ましょう。iter0 の正答率が半分くらいの質問を1つ選び、
-# 学習前と iter0 の回答、そして採点結果の JSON（seed 000 §4.2 の形式）を表示します。
+# 学習前と iter0 の回答、そして採点結果の JSON（元の実験 §4.2 の形式）を表示します。
 
 # %%
 import json
@@ -254,11 +322,11 @@ for pick in picks:
 # %% [markdown]
 # ## 6. 段階ごとの指標
 #
-# seed 000 §6.1 と同じ形の表です。ただし1問1回ではなく、各質問 N 回の回答すべてを数えています。
+# 元の実験 §6.1 と同じ形の表です。ただし1問1回ではなく、各質問 N 回の回答すべてを数えています。
 #
 # - **平均スコア**: `overall_score` の平均と、その95%信頼区間（質問ごとに層別したブートストラップ（bootstrap））
 # - **正答率 (≥0.8)**: スコア 0.8 以上の回答の割合（括弧内は回答数）と95%信頼区間
-# - **解けた質問**: 平均スコアが 0.8 以上の質問の数。seed の「11/15」にあたる数です
+# - **解けた質問**: 平均スコアが 0.8 以上の質問の数。元の実験の「11/15」にあたる数です
 
 # %%
 display(Markdown(f"**元の質問（{len(data.symptoms)}問 × N = {config.n_samples}）**"))
@@ -274,7 +342,7 @@ display(result.table("paraphrase").style.hide(axis="index"))
 # 平均だけでは、全部が中くらいなのか、良い回答と悪い回答が混ざっているのかが分かりません。分布を見ます。
 
 # %%
-from course_lib.report_level3 import (
+from course_lib.level3.plots import (
     plot_accuracy, plot_loop_vs_control, plot_paraphrase_gap, plot_question_heatmap, plot_score_distribution,
 )
 
@@ -316,7 +384,7 @@ plt.show()
 # %% [markdown]
 # ### 7.5 ループ vs 同じ計算量の通常 SFT
 #
-# seed 000 の最後の論点「計算資源があれば多エポック学習のほうが効率が良いのでは」を確かめます。
+# 元の実験の最後の論点「計算資源があれば多エポック学習のほうが効率が良いのでは」を確かめます。
 # 対照は、ループが使ったすべての学習データ（初回学習データ＋修正データ＋リプレイ）で、新しい LoRA を
 # ループ全体と同じステップ数だけ学習したものです。
 
@@ -341,19 +409,19 @@ if "control" in result.stages:
 # %% [markdown]
 # ## 8. 改善した質問・悪化した質問
 #
-# seed 000 §6.2〜6.4 では、質問ごとの変化を人が読み取って書いていました。ここでは同じ分析をデータから作ります。
+# 元の実験 §6.2〜6.4 では、質問ごとの変化を人が読み取って書いていました。ここでは同じ分析をデータから作ります。
 # 各質問の N 回の回答について、前の段階との差を **Mann–Whitney の U 検定** で調べ、15問ぶんの検定を
 # **Holm 法** で補正したうえで p < 0.05 のものを「有意な変化」とします。全体の変化は、質問ごとの平均スコアの差に
 # **Wilcoxon の符号順位検定** と **並べ替え検定（permutation test）** を使います。
 
 # %%
-from course_lib.report_level3 import consistent_questions, describe_changes
+from course_lib.level3.discussion import consistent_questions, describe_changes
 
 for (a, b), cmp in result.comparisons("original").items():
     display(Markdown(describe_changes(cmp, a, b)))
 
 # %% [markdown]
-# 全段階を通して見ると（seed 000 §6.4 にあたる分析）:
+# 全段階を通して見ると（元の実験 §6.4 にあたる分析）:
 
 # %%
 always, never = consistent_questions(result)
@@ -365,7 +433,7 @@ display(Markdown(f"- 学習後のすべての段階で解けていた質問（{l
 # ## 9. リプレイの効果
 #
 # 誤答だけで追加学習すると、すでに解けていた質問を忘れること（破滅的忘却、catastrophic forgetting）があります。
-# seed 000 §11.4 は対策として、正解済みの質問も一定比率で再学習する **リプレイ** を挙げていました。
+# 元の実験 §11.4 は対策として、正解済みの質問も一定比率で再学習する **リプレイ** を挙げていました。
 # リプレイなし（`replay_ratio=0`）のループも実行して比べます。学習前と iter0 はリプレイの設定に関係しないので、
 # 保存済みの結果がそのまま使われ、再計算も再採点もされません。
 
@@ -395,15 +463,14 @@ plt.show()
 # %% [markdown]
 # ## 10. 採点者はどこまで信頼できるか
 #
-# ここまでの数値はすべて採点者の判定に依存しています。seed 000 では、GPT がトラネキサム酸（のどの痛みに使われる）を
+# ここまでの数値はすべて採点者の判定に依存しています。元の実験では、GPT がトラネキサム酸（のどの痛みに使われる）を
 # 「不適切」と判定した例が報告されています（§6.4.2、論点2）。そこで、人が正解ラベルを付けた回答集（`judge_gold`）で
 # 採点者を採点します。特に大事なのは **有害な回答を見逃さないか**（有害回答の再現率、harmful recall）です。
 
 # %%
 import os
 
-from course_lib.judge import RubricJudge, agreement_report
-from course_lib.medical import load_judge_gold
+from course_lib.level3.judge import RubricJudge, agreement_report, load_judge_gold
 
 gold = load_judge_gold()
 rubric_agreement = agreement_report(RubricJudge(), gold)
@@ -428,7 +495,7 @@ display(rubric_agreement.confusion_ja())
 # 次の要点は、このページで測った数値から自動で組み立てています（モデルや設定を変えると文も変わります）。
 
 # %%
-from course_lib.report_level3 import discussion
+from course_lib.level3.discussion import discussion
 
 used = summaries[-1] if getattr(grader, "name", "") == "openai" and len(summaries) > 1 else rubric_agreement.summary()
 display(Markdown(discussion(result, no_replay, used)))
@@ -436,19 +503,19 @@ display(Markdown(discussion(result, no_replay, used)))
 # %% [markdown]
 # 自動で組み立てた要点に加えて、どの設定でも成り立つ見方をまとめます。
 #
-# - **学習前の評価がないと、学習の効果の大きさは分かりません。** seed 000 はここを測らなかったため、
+# - **学習前の評価がないと、学習の効果の大きさは分かりません。** 元の実験はここを測らなかったため、
 #   「iteration 0 → 2 で 73.3% → 80.0%」という差だけが見えていました。
 # - **反復の効果は、N 回の生成と信頼区間がないと判断できません。** 1問1回の評価では、0.79 と 0.81 の違いで
-#   正答・誤答が入れ替わります（seed 000 §12.3）。信頼区間が重なる変化は、改善とも悪化とも言えません。
+#   正答・誤答が入れ替わります（元の実験 §12.3）。信頼区間が重なる変化は、改善とも悪化とも言えません。
 # - **ループが通常の SFT より良いとは限りません。** 誤答の修正データが初回学習データの一部である場合、
 #   ループは「一部の質問だけを追加で学習する」ことになり、同じステップ数を全データに使う通常の SFT（対照）と
 #   比べないと、反復の効果なのか単に学習量が増えた効果なのかを区別できません。
 #   ループが有利になりうるのは、採点が安く正確で、修正データが初回学習データにない新しい情報を含み、
 #   しかも全データを学習し続ける余裕がない場合です。
 # - **誤答だけを学習すると、解けていた質問を忘れることがあります。** リプレイの有無の比較が、その大きさを示します。
-# - **固定の15問で測った改善は、言い換えでは小さくなることがあります。** seed 000 の論点3のとおり、
+# - **固定の15問で測った改善は、言い換えでは小さくなることがあります。** 元の実験の論点3のとおり、
 #   固定入力での改善は「その文面への適合」を含みます。言い換えでの数値も合わせて見ましょう。
-# - **すべての数値は採点者の判定の上に成り立っています。** 採点者の誤り（seed 000 のトラネキサム酸の例）は、
+# - **すべての数値は採点者の判定の上に成り立っています。** 採点者の誤り（元の実験のトラネキサム酸の例）は、
 #   そのまま学習データの選択に入り込みます。
 
 # %% [markdown]
@@ -457,19 +524,19 @@ display(Markdown(discussion(result, no_replay, used)))
 # このページが壊れていないことを、測った値で確かめます（CI でもこのセルが実行されます）。
 # 閾値は tiny モデルで測った値に余裕を持たせたものです。
 
-# %%
+# %% tags=["remove-input"]
 ov = result.overall("original").set_index("stage")
 base, it0 = ov.loc["baseline"], ov.loc["iter0"]
 assert (result.grades.groupby(["stage", "split"]).size() > 0).all()
 n_orig = result.grades[(result.grades["stage"] == "iter0") & (result.grades["split"] == "original")]
-assert len(n_orig) == len(data.symptoms) * config.n_samples, "every original question has N graded answers"
-# measured (tiny, rubric, seed 0): accuracy 0.0% -> 24.2% (N=8) and mean score 0.04 -> 0.61
-assert it0["accuracy"] - base["accuracy"] >= 0.1, f"iteration 0 should raise accuracy clearly: {base['accuracy']:.3f} -> {it0['accuracy']:.3f}"
-assert it0["accuracy_lo"] > base["accuracy_hi"], "the rise from the baseline is outside the confidence intervals"
-assert it0["mean"] - base["mean"] >= 0.3, f"mean score {base['mean']:.3f} -> {it0['mean']:.3f}"
+assert len(n_orig) == len(data.symptoms) * config.n_samples, "元の質問のどれかで、採点済みの回答が N 個ありません"
+# tiny・rubric・seed 0 で測った値に余裕を持たせた閾値です
+assert it0["accuracy"] - base["accuracy"] >= 0.1, f"iteration 0 で正答率がはっきり上がっていません: {base['accuracy']:.3f} -> {it0['accuracy']:.3f}"
+assert it0["accuracy_lo"] > base["accuracy_hi"], "学習前からの上昇が信頼区間の外にありません"
+assert it0["mean"] - base["mean"] >= 0.3, f"平均スコアの上昇が小さすぎます: {base['mean']:.3f} -> {it0['mean']:.3f}"
 if "control" in result.stages:
     steps = result.training.set_index("stage")["steps"]
-    assert steps["control"] == steps[[s for s in steps.index if s.startswith("iter")]].sum()
+    assert steps["control"] == steps[config.iteration_stages].sum(), "対照のステップ数がループの合計と違います"
 print(f"baseline {base['accuracy']:.1%} -> iter0 {it0['accuracy']:.1%}: OK")
 
 # %% [markdown]
@@ -479,11 +546,11 @@ print(f"baseline {base['accuracy']:.1%} -> iter0 {it0['accuracy']:.1%}: OK")
 # `python -m course_lib run` から実行されたときは書籍のフォルダに、手元で実行したときは実行フォルダの `report/` に保存されます。
 
 # %%
-from course_lib.report_level3 import write_level3_report
+from course_lib.level3.report import write_level3_report
 
-paths = write_level3_report(result, no_replay=no_replay, agreement=used,
+report_files = write_level3_report(result, no_replay=no_replay, agreement=used,
                             notebook_seconds=time.perf_counter() - t_start)
-print("書き出したファイル:", ", ".join(p.name for p in paths.values()))
+print("書き出したファイル:", ", ".join(p.name for p in report_files.values()))
 
 # %% [markdown]
 # ## 練習問題

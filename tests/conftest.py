@@ -53,8 +53,8 @@ def executed_book(tmp_path_factory):
     """
     import shutil
 
-    from course_lib.data import REPO_ROOT
-    from course_lib.runner import run_all
+    from course_lib.paths import REPO_ROOT
+    from course_lib.publish.runner import run_all
 
     root = tmp_path_factory.mktemp("book-build")
     for name in ("_config.yml", "_toc.yml"):

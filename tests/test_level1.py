@@ -1,4 +1,7 @@
-"""Level 1: the dataset, the answer-format helpers, and the lesson notebook."""
+"""Level 1 (``course_lib.level1``): the dataset and the answer-format helpers.
+
+Checks of the executed lesson page are in ``tests/lessons/test_level1_lesson.py``.
+"""
 from __future__ import annotations
 
 import json
@@ -8,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from course_lib.data import DatasetError
-from course_lib.formats import (
+from course_lib.level1 import (
     LEVEL1_DIR,
     LEVEL1_FORMAT,
     follows_format,
@@ -149,16 +152,3 @@ def test_regex_alone_would_accept_a_cut_off_answer():
     assert re.fullmatch(LEVEL1_FORMAT, runaway)
     assert not follows_format(runaway)
 
-
-# --- the lesson runs headless and its measured outcome holds -----------------------------
-
-@pytest.mark.notebook
-def test_level1_notebook_executes_with_tiny_profile(executed_lesson):
-    result, nb = executed_lesson("level1_basics")  # run once per session by the runner (tests/conftest.py)
-    assert result.parameters == {"model_profile": "tiny", "quick": True, "seed": 0}
-    # The notebook asserts its learning outcome (format match before/after, reload == trained);
-    # here: nothing on stderr and no error output reaches the book page.
-    for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            assert out.get("output_type") != "error"
-            assert not (out.get("output_type") == "stream" and out.get("name") == "stderr"), out.get("text")

@@ -5,7 +5,7 @@ import torch
 
 from course_lib.generate import sample_answers
 from course_lib.lora import (ALL_PROJ_MODULES, ATTENTION_MODULES, attach_lora, count_parameters,
-                             expected_lora_parameters, load_adapter, merge_adapter, save_adapter)
+                             load_adapter, lora_parameter_count, merge_adapter, save_adapter)
 from course_lib.train import TrainConfig, train
 
 RECORDS = [{"prompt": f"質問{i}：季節は？", "response": "【結論】春です。\n【理由】暖かいからです。"} for i in range(8)]
@@ -14,10 +14,10 @@ RECORDS = [{"prompt": f"質問{i}：季節は？", "response": "【結論】春�
 @pytest.mark.parametrize("r, modules", [(1, ATTENTION_MODULES), (4, ("q_proj", "v_proj")), (16, ALL_PROJ_MODULES)])
 def test_trainable_parameters_match_peft_and_arithmetic(small_model, capsys, r, modules):
     model, _ = small_model
-    expected = expected_lora_parameters(model, r, modules)
-    peft_model = attach_lora(model, r=r, target_modules=modules)
+    expected = lora_parameter_count(model, r, modules)
+    peft_model = attach_lora(model, lora_r=r, target_modules=modules)
     trainable, total = count_parameters(peft_model)
-    assert trainable == expected > 0
+    assert trainable == expected.trainable > 0 and total == expected.total
     peft_model.print_trainable_parameters()
     printed = re.search(r"trainable params: ([\d,]+) \|\| all params: ([\d,]+)", capsys.readouterr().out)
     assert (int(printed[1].replace(",", "")), int(printed[2].replace(",", ""))) == (trainable, total)
@@ -27,8 +27,9 @@ def test_short_training_lowers_loss_and_adapter_round_trips(fresh_course_model, 
     from transformers import AutoModelForCausalLM
 
     model, tok = fresh_course_model
-    peft_model = attach_lora(model, r=8, alpha=16, dropout=0.0)
-    result = train(peft_model, tok, RECORDS[:6], RECORDS[6:], TrainConfig(epochs=8, lr=2e-3, batch_size=2))
+    peft_model = attach_lora(model, lora_r=8, lora_alpha=16, lora_dropout=0.0)
+    result = train(peft_model, tok, RECORDS[:6], RECORDS[6:],
+                   TrainConfig(num_train_epochs=8, learning_rate=2e-3, per_device_train_batch_size=2))
     losses = result.train_loss["loss"].tolist()
     assert len(losses) == result.steps == 24
     assert losses[-1] < 0.5 * losses[0]

@@ -2,11 +2,11 @@
 
 sphinx-book-theme builds its Colab and Binder links from the page's own path
 (``book/executed/<lesson>.ipynb``), a file git does not track. This handler runs
-after the theme's and swaps in the links ``course_lib.launch`` builds.
+after the theme's and swaps in the links ``course_lib.publish.launch`` builds.
 """
 from pathlib import Path
 
-from course_lib import launch
+from course_lib.publish import launch
 
 
 def read_launch_config(app):

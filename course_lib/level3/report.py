@@ -1,0 +1,141 @@
+"""The level-3 section of the execution report: markdown, PNG figures and JSON.
+
+Where it goes: the folder the runner names (``COURSE_REPORT_DIR``, see :mod:`course_lib.paths`;
+the book's ``book/executed/``), else ``<run folder>/report``.
+
+Educational material, not medical advice (医療上の助言ではありません).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping
+
+import pandas as pd
+
+from .. import paths
+from ..data import json_default, write_json, write_text_atomic
+from .config import CONTROL
+from .discussion import discussion, key_numbers
+from .plots import (
+    plot_accuracy, plot_loop_vs_control, plot_paraphrase_gap, plot_question_heatmap, plot_score_distribution,
+)
+from .runs import LoopResult
+
+REPORT_STEM = "level3_report"
+DISCLAIMER = "教育目的の実験結果です。医療上の助言ではありません。薬の使用は医師・薬剤師に相談してください。"
+PLOTS = {
+    "accuracy": "level3_accuracy.png",
+    "heatmap": "level3_heatmap.png",
+    "scores": "level3_scores.png",
+    "gap": "level3_paraphrase_gap.png",
+    "control": "level3_loop_vs_control.png",
+}
+
+
+
+
+def report_dir(result: LoopResult) -> Path:
+    """``$COURSE_REPORT_DIR`` when the runner sets it, else ``<run folder>/report``."""
+    return paths.report_dir() or result.run_dir / "report"
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
+    for _, r in df.iterrows():
+        lines.append("| " + " | ".join(str(v).replace("|", "\\|") for v in r.tolist()) + " |")
+    return "\n".join(lines)
+
+
+def save_plots(result: LoopResult, out_dir: Path, no_replay: LoopResult | None = None) -> dict[str, Path]:
+    """Draw the report's figures into ``out_dir`` as PNG files."""
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    makers = {
+        "accuracy": lambda ax: plot_accuracy(result, ax=ax, extra={"リプレイなし": no_replay} if no_replay else None),
+        "heatmap": lambda ax: plot_question_heatmap(result, ax=ax),
+        "scores": lambda ax: plot_score_distribution(result, ax=ax),
+        "gap": lambda ax: plot_paraphrase_gap(result, ax=ax),
+    }
+    if CONTROL in result.stages:
+        makers["control"] = lambda ax: plot_loop_vs_control(result, ax=ax)
+    sizes = {"heatmap": (2 + 1.3 * len(result.stages), 7.5), "gap": (5.5, 5.5)}
+    paths = {}
+    for key, make in makers.items():
+        fig, ax = plt.subplots(figsize=sizes.get(key, (8, 4)))
+        make(ax)
+        fig.tight_layout()
+        path = out_dir / PLOTS[key]
+        tmp = path.with_name(path.stem + ".tmp.png")  # atomic, as every file the course writes
+        fig.savefig(tmp, dpi=110)
+        plt.close(fig)
+        tmp.replace(path)
+        paths[key] = path
+    return paths
+
+
+def write_level3_report(result: LoopResult, out_dir: Path | str | None = None, no_replay: LoopResult | None = None,
+                        agreement: Mapping | None = None, notebook_seconds: float | None = None) -> dict[str, Path]:
+    """Write ``level3_report.md`` (a section for the execution report), ``level3_report.json``
+    and the PNG plots into ``out_dir`` (default :func:`report_dir`). Returns the paths."""
+    out = Path(out_dir) if out_dir is not None else report_dir(result)
+    out.mkdir(parents=True, exist_ok=True)
+    plots = save_plots(result, out, no_replay)
+    cfg = result.config
+    ident = result.identity
+    judge = ident.get("judge", {})
+    model = ident.get("model", {})
+    numbers = key_numbers(result, no_replay)
+    payload = {
+        "run": result.run_dir.name, "model": model, "judge": judge, "config": cfg.to_dict(),
+        "data": ident.get("data"), "loop_version": ident.get("loop_version"), "machine": ident.get("machine"),
+        "stages": result.stages, "numbers": numbers,
+        "table_original": result.table("original", formatted=False).to_dict(orient="records"),
+        "table_paraphrase": result.table("paraphrase", formatted=False).to_dict(orient="records"),
+        "training": result.training.to_dict(orient="records"),
+        "agreement": dict(agreement) if agreement else None,
+        "notebook_seconds": notebook_seconds, "plots": {k: p.name for k, p in plots.items()},
+    }
+    js = write_json(out / f"{REPORT_STEM}.json", json.loads(json.dumps(payload, default=json_default)))
+    versions = (ident.get("machine") or {}).get("packages", {})
+    judge_desc = judge.get("name", "?") + (f"（{judge['model']}）" if judge.get("model") else
+                                           f"（{judge['version']}）" if judge.get("version") else "")
+    lines = [
+        "## レベル3：自己改善ループの結果",
+        "",
+        f"> {DISCLAIMER}",
+        "",
+        f"- モデル: `{model.get('label')}`（`{model.get('source')}`）"
+        + ("。コース内蔵の小さなモデルの結果で、Qwen3-0.6B の結果ではありません。" if model.get("profile") == "tiny" else ""),
+        f"- 採点者（judge）: `{judge_desc}`",
+        f"- サンプル数: 元の質問 {len(set(result.grades['item_id'][result.grades['split'] == 'original']))} 問 × N = {cfg.n_samples}、"
+        f"言い換え × {cfg.n_paraphrase}（温度 {cfg.temperature}、top_p {cfg.top_p}）",
+        f"- LoRA: r = {cfg.lora_r}, α = {cfg.lora_alpha}, dropout = {cfg.lora_dropout}, 対象 = {', '.join(cfg.target_modules)}",
+        f"- 学習: learning_rate = {cfg.learning_rate:g}, batch = {cfg.per_device_train_batch_size}, 初回 {cfg.epochs_initial:g} エポック、反復 {cfg.epochs_iter:g} エポック、"
+        f"反復回数 K = {cfg.iterations}、リプレイ比率 = {cfg.replay_ratio}、シード = {cfg.seed}",
+        f"- 実行: run `{result.run_dir.name}`、loop v{ident.get('loop_version')}、"
+        + ", ".join(f"{k} {v}" for k, v in versions.items() if v)
+        + (f"、ノートブック {notebook_seconds:.0f} 秒" if notebook_seconds else ""),
+        "",
+        "### 段階ごとの指標（元の質問）",
+        "",
+        _md_table(result.table("original")),
+        "",
+        "### 段階ごとの指標（言い換え、学習に未使用）",
+        "",
+        _md_table(result.table("paraphrase")),
+        "",
+        "### 要点（測定値から自動生成）",
+        "",
+        discussion(result, no_replay, agreement),
+        "",
+    ]
+    captions = {"accuracy": "段階ごとの正答率と95%信頼区間", "heatmap": "質問ごとの平均スコア",
+                "scores": "スコアの分布", "gap": "元の質問と言い換えのギャップ", "control": "ループ vs 同計算量の対照"}
+    for key, path in plots.items():
+        lines += [f"![{captions[key]}]({path.name})", ""]
+    md = out / f"{REPORT_STEM}.md"
+    write_text_atomic(md, "\n".join(lines))
+    return {"markdown": md, "json": js, **plots}
