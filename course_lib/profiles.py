@@ -68,8 +68,25 @@ def _hub_reachable(timeout: float = 2.0) -> bool:
     try:
         with socket.create_connection(("huggingface.co", 443), timeout=timeout):
             return True
-    except OSError:
+    except Exception:  # no route, no DNS, a sandbox that forbids sockets: all mean "not reachable"
         return False
+
+
+class ModelUnavailableError(RuntimeError):
+    """The requested model cannot be loaded here; the message says what was tried and what to do."""
+
+
+def _qwen_unavailable_message() -> str:
+    return (
+        "Qwen3-0.6B を読み込めません（Qwen3-0.6B is not available here）。\n"
+        "試したこと / tried: COURSE_QWEN_PATH（未設定 / not set）、Hugging Face のローカルキャッシュ"
+        "（見つからない / not cached）、Hugging Face hub（接続できない / unreachable）。\n"
+        "次のどれかを選んでください / ways forward:\n"
+        "  1. model_profile=\"tiny\" で、コース内蔵の小さなモデルを使う（オフラインで動きます）\n"
+        "     use the course's embedded model: model_profile=\"tiny\" (works offline)\n"
+        "  2. ダウンロード済みのフォルダを COURSE_QWEN_PATH で指定する / point COURSE_QWEN_PATH at a local copy\n"
+        "  3. ネットにつながる環境で一度ダウンロードする / download it once on a connected machine:\n"
+        "     hf download Qwen/Qwen3-0.6B --local-dir <folder>  (then set COURSE_QWEN_PATH=<folder>)")
 
 
 def _qwen_in_local_cache() -> bool:
@@ -96,7 +113,11 @@ def resolve_profile(profile: str = "auto") -> Resolved:
             if not Path(local, "config.json").exists():
                 raise FileNotFoundError(f"COURSE_QWEN_PATH={local} has no config.json; point it at a Qwen3-0.6B folder or unset it")
             return Resolved("qwen3-0.6b", local, "requested: model_profile='qwen3-0.6b' (local copy from COURSE_QWEN_PATH)")
-        return Resolved("qwen3-0.6b", QWEN_ID, "requested: model_profile='qwen3-0.6b'")
+        if _qwen_in_local_cache():
+            return Resolved("qwen3-0.6b", QWEN_ID, "requested: model_profile='qwen3-0.6b' (local Hugging Face cache)")
+        if not _hub_reachable():  # fail in seconds instead of a minute of hub retries
+            raise ModelUnavailableError(_qwen_unavailable_message())
+        return Resolved("qwen3-0.6b", QWEN_ID, "requested: model_profile='qwen3-0.6b' (from the hub)")
     # auto
     if local and Path(local, "config.json").exists():
         return Resolved("qwen3-0.6b", local, "auto: COURSE_QWEN_PATH points at a local Qwen3-0.6B")

@@ -67,6 +67,41 @@ def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     return (lo, hi)
 
 
+def _wilson_from(p: float, n: float, z: float) -> tuple[float, float]:
+    z2 = z * z
+    denom = 1 + z2 / n
+    center = (p + z2 / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return (max(0.0, center - half), min(1.0, center + half))
+
+
+def clustered_wilson_interval(k_per_question: Sequence[int], n_per_question: Sequence[int],
+                              level: float = 0.95) -> tuple[float, float]:
+    """Wilson interval for a pooled proportion whose answers come in questions (clusters).
+
+    Answers to one question are not independent: a question the model cannot answer
+    fails all its N samples. The pooled k/n is kept, but the sample size is shrunk by
+    the design effect (Kish): ``deff = var(cluster estimate) / var(independent answers)``,
+    ``n_eff = n / deff`` with deff at least 1. The interval then covers which answers
+    were sampled *and* how much questions differ — not training-seed variance. Never
+    zero width (0 of n gives [0, > 0]).
+    """
+    k = np.asarray(k_per_question, dtype=float)
+    n = np.asarray(n_per_question, dtype=float)
+    if k.shape != n.shape or k.size == 0:
+        raise ValueError(f"need one count and one size per question, got {k.size} and {n.size}")
+    if np.any(k < 0) or np.any(k > n) or np.any(n <= 0):
+        raise ValueError("each question needs 0 <= k <= n and n > 0")
+    total, size = float(k.sum()), float(n.sum())
+    p = total / size
+    deff = 1.0
+    if 0 < p < 1 and k.size > 1:
+        var_cluster = k.size / (k.size - 1) * float(((k - p * n) ** 2).sum()) / size ** 2
+        deff = max(1.0, var_cluster / (p * (1 - p) / size))
+    lo, hi = _wilson_from(p, size / deff, float(norm.ppf(1 - _tail(level))))
+    return (0.0 if total == 0 else lo, 1.0 if total == size else hi)
+
+
 def clopper_pearson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     """Exact (Clopper–Pearson) interval for a proportion k/n, from beta quantiles.
 

@@ -59,3 +59,34 @@ def test_bad_local_path_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("COURSE_QWEN_PATH", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="COURSE_QWEN_PATH=.*no config.json"):
         profiles.resolve_profile("qwen3-0.6b")
+
+
+def test_qwen_requested_offline_fails_fast_with_the_ways_forward(monkeypatch):
+    import time
+
+    monkeypatch.delenv("COURSE_QWEN_PATH", raising=False)
+    monkeypatch.setattr(profiles, "_qwen_in_local_cache", lambda: False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # what an offline machine reports; no hub retries follow
+    start = time.perf_counter()
+    with pytest.raises(profiles.ModelUnavailableError) as info:
+        profiles.load_model("qwen3-0.6b", verbose=False)
+    assert time.perf_counter() - start < 5
+    message = str(info.value)
+    for needle in ("COURSE_QWEN_PATH", 'model_profile="tiny"', "hf download Qwen/Qwen3-0.6B", "読み込めません", "unreachable"):
+        assert needle in message
+
+
+def test_qwen_requested_uses_the_local_cache_before_the_hub(monkeypatch):
+    monkeypatch.delenv("COURSE_QWEN_PATH", raising=False)
+    monkeypatch.setattr(profiles, "_qwen_in_local_cache", lambda: True)
+    monkeypatch.setattr(profiles, "_hub_reachable", lambda timeout=2.0: pytest.fail("the cache hit needs no network"))
+    assert "cache" in profiles.resolve_profile("qwen3-0.6b").why
+
+
+def test_the_test_session_cannot_reach_the_internet():
+    """The test command blocks every socket except loopback (pytest-socket, see pyproject.toml)."""
+    import socket
+
+    with pytest.raises(Exception) as info:
+        socket.create_connection(("93.184.216.34", 443), timeout=1)
+    assert type(info.value).__name__ == "SocketConnectBlockedError", info.value

@@ -5,6 +5,7 @@ import math
 
 import pytest
 
+from course_lib import stats
 from course_lib.stats import (
     BETTER, MIXED_ACROSS_SEEDS, NO_CLEAR_DIFFERENCE, WORSE, WORSE_ON_SOME, PairedDifference, ProportionChange,
     Verdict, across_seeds_verdict, clopper_pearson_interval, cluster_bootstrap_ci, difference_verdict,
@@ -323,3 +324,30 @@ def test_forgotten_and_newly_solved_differ():
     assert newly_solved_questions(before, after) == ["c"]
     with pytest.raises(ValueError):
         forgotten_questions({"a": True}, {"b": True})
+
+
+def test_clustered_wilson_shrinks_n_by_the_design_effect():
+    # k = [0, 0, 10] of n = [10, 10, 10]: p = 1/3, N = 30.
+    # cluster variance = 3/2 * (3.333^2 + 3.333^2 + 6.667^2) / 900 = 0.11111; independent = (1/3)(2/3)/30
+    # design effect = 15, so n_eff = 2: the Wilson interval of p = 1/3 with n = 2, by hand:
+    z = 1.959963984540054
+    p, n = 1 / 3, 2.0
+    denom = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    lo, hi = stats.clustered_wilson_interval([0, 0, 10], [10, 10, 10])
+    assert lo == pytest.approx(center - half, abs=1e-9) and hi == pytest.approx(center + half, abs=1e-9)
+    # far wider than treating the 30 answers as independent
+    ind_lo, ind_hi = stats.wilson_interval(10, 30)
+    assert hi - lo > 2 * (ind_hi - ind_lo)
+
+
+def test_clustered_wilson_is_plain_wilson_when_questions_agree_and_never_zero_width():
+    # every question at the same rate: no extra variance, deff = 1
+    assert stats.clustered_wilson_interval([3, 3, 3], [10, 10, 10]) == pytest.approx(stats.wilson_interval(9, 30))
+    lo, hi = stats.clustered_wilson_interval([0] * 15, [30] * 15)  # 0 of 450
+    assert lo == 0.0 and hi == pytest.approx(stats.wilson_interval(0, 450)[1]) and hi > 0
+    lo, hi = stats.clustered_wilson_interval([30] * 15, [30] * 15)
+    assert hi == 1.0 and lo < 1.0
+    with pytest.raises(ValueError):
+        stats.clustered_wilson_interval([5], [3])
