@@ -1,10 +1,12 @@
 # Two commands a new user needs (see README):
 #   make course   build the embedded model, run every lesson with papermill, write the report, build the book
 #   make test     run the test suite
+# Lessons whose inputs did not change are restored from .cache/executed; FORCE=1 executes them all.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+FORCE_FLAG := $(if $(filter 1 yes true,$(FORCE)),--force)
 
 .PHONY: course test venv tiny run book colab nbval clean
 
@@ -23,10 +25,10 @@ tiny: $(STAMP)
 	$(PY) -m course_lib build-tiny
 
 course: $(STAMP)
-	$(PY) -m course_lib course
+	$(PY) -m course_lib course $(FORCE_FLAG)
 
 run: $(STAMP)
-	$(PY) -m course_lib run
+	$(PY) -m course_lib run $(FORCE_FLAG)
 
 book: $(STAMP)
 	$(PY) -m course_lib book

@@ -5,9 +5,12 @@ Examples::
     python -m course_lib course                                  # the main job (tiny model, rubric judge)
     python -m course_lib run --quick --only level1_basics        # one lesson, CI-sized
     python -m course_lib run --profile qwen3-0.6b --judge openai # the real model and the LLM judge
+    python -m course_lib course --force                          # execute every lesson, cached or not
 
 ``course`` is the main job: build the embedded model, execute every lesson with
-papermill on the embedded defaults, write the report, build the book.
+papermill on the embedded defaults, write the report, build the book. A lesson
+whose inputs did not change since its last successful run is restored from the
+execution cache instead of executed (``--force`` executes everything).
 ``colab`` writes the notebooks the book's Colab buttons open (see ``launch``).
 """
 from __future__ import annotations
@@ -35,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--quick", action="store_true", help="smaller grids and sample counts (what CI uses)")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--only", nargs="*", help="run only these lessons (names from _toc.yml)")
+        p.add_argument("--force", action="store_true",
+                       help="execute every lesson even when its cached run is current (refreshes the cache)")
         p.add_argument("--out", default=str(EXECUTED_DIR), help="folder for executed notebooks and the report")
         p.add_argument("--toc", default=str(TOC_PATH), help=argparse.SUPPRESS)
         p.add_argument("--notebooks", default=str(NOTEBOOKS_DIR), help=argparse.SUPPRESS)
@@ -65,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
 
         ensure_tiny_model()
     try:
-        report = run_all(_run_parameters(args), Path(args.out), args.only, Path(args.notebooks), Path(args.toc))
+        report = run_all(_run_parameters(args), Path(args.out), args.only, Path(args.notebooks), Path(args.toc),
+                         force=args.force)
     except ValueError as exc:  # a wrong --only: say what exists instead of a traceback
         print(f"[run] {exc}", file=sys.stderr)
         return 2

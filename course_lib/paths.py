@@ -8,6 +8,8 @@ what                 default                                override
 datasets             ``<repo>/datasets``                    (none: part of the course)
 built models, judge  ``<repo>/.cache``                      ``COURSE_CACHE_DIR``
 cache
+executed-lesson      ``<repo>/.cache/executed``             ``COURSE_CACHE_DIR`` (its
+cache                                                       ``executed/`` folder)
 level-3 runs         ``<repo>/runs/level3``                 ``COURSE_RUNS_DIR``
 report sections      (none: only when the runner runs)      ``COURSE_REPORT_DIR``
 executed lessons     ``<repo>/book/executed``               ``--out`` of ``python -m course_lib``
@@ -44,6 +46,11 @@ def cache_dir() -> Path:
 
 def judge_cache_dir() -> Path:
     return cache_dir() / "judge"
+
+
+def executed_cache_dir() -> Path:
+    """The runner's cache of executed lessons: ``<cache_dir()>/executed`` (see ``course_lib.publish.cache``)."""
+    return cache_dir() / "executed"
 
 
 def runs_dir() -> Path:

@@ -80,7 +80,9 @@ def executed_book(tmp_path_factory):
     for name in ("_config.yml", "_toc.yml"):
         shutil.copy(REPO_ROOT / name, root / name)
     shutil.copytree(REPO_ROOT / "book", root / "book", ignore=shutil.ignore_patterns("executed", "_build"))
-    report = run_all({"model_profile": "tiny", "judge": "rubric", "quick": True, "seed": 0}, root / "book" / "executed")
+    # A cache of its own: the session never reuses (or fills) the user's executed lessons.
+    report = run_all({"model_profile": "tiny", "judge": "rubric", "quick": True, "seed": 0}, root / "book" / "executed",
+                     cache_dir=tmp_path_factory.mktemp("executed-cache"))
     return root, report
 
 

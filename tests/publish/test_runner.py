@@ -31,6 +31,13 @@ print("no parameters cell")
 '''
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """The runner's default execution cache follows COURSE_CACHE_DIR: keep it out of the user's .cache/."""
+    monkeypatch.setenv("COURSE_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
 @pytest.fixture()
 def course_tree(tmp_path):
     nbdir = tmp_path / "notebooks"
@@ -58,7 +65,7 @@ def test_toc_lists_lessons_in_order(course_tree):
     assert toc_notebooks(toc) == ["broken", "good", "noparams"]
 
 
-def test_runs_all_reports_failures_and_redacts_secrets(course_tree, monkeypatch):
+def test_runs_all_reports_failures_and_redacts_secrets(course_tree, monkeypatch, capfd):
     root, nbdir, toc = course_tree
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-SECRET-0123456789")
     out = root / "out"
@@ -79,10 +86,13 @@ def test_runs_all_reports_failures_and_redacts_secrets(course_tree, monkeypatch)
     data = json.loads((out / "report.json").read_text())
     assert [r["status"] for r in data["results"]] == ["failed", "ok", "failed"]
     assert data["environment"]["packages"]["papermill"]
+    assert [r["cached"] for r in data["results"]] == [False, False, False]  # a first run executes everything
     page = (out / "report.md").read_text()
     assert "1 / 3" in page and "**失敗**" in page
     for text in (page, (out / "report.json").read_text()):
         assert "SECRET" not in text
+    # the kernel's "running over TCP without encryption" warning no longer fills the log
+    assert "without encryption" not in capfd.readouterr().err
 
 
 def test_cli_exits_nonzero_when_a_lesson_fails(course_tree):
