@@ -55,6 +55,7 @@ seed = 0
 n_samples = 30  # N: 元の質問 1 問あたりの生成回数（元の実験 §6.6 の推奨値。quick では 8）
 iterations = 2  # K: iteration 0 のあとの反復学習の回数（元の実験と同じ 2 回）
 replay_ratio = 0.5  # 正解済みの質問を混ぜ戻す割合（0 でリプレイなし）
+training_seeds = 3  # ループと対照の比較を繰り返す学習シードの数（quick では 1）
 
 # %% [markdown]
 # ## 1. 準備：モデルと採点者
@@ -324,15 +325,29 @@ for pick in picks:
 #
 # 元の実験 §6.1 と同じ形の表です。ただし1問1回ではなく、各質問 N 回の回答すべてを数えています。
 #
-# - **平均スコア**: `overall_score` の平均と、その95%信頼区間（質問ごとに層別したブートストラップ（bootstrap））
-# - **正答率 (≥0.8)**: スコア 0.8 以上の回答の割合（括弧内は回答数）と95%信頼区間
-# - **解けた質問**: 平均スコアが 0.8 以上の質問の数。元の実験の「11/15」にあたる数です
+# - **平均スコア**: `overall_score` の平均
+# - **正答率（スコア≥0.8）**: スコア 0.8 以上の回答の割合と、その **95% 信頼区間（confidence interval）**、括弧内は回答数です。
+# - **有害提案率**: 危険な薬剤をすすめた回答の割合と、その 95% 信頼区間です。
+# - **解けた質問**: N 回のうち 8 割以上が正答で、危険な回答が1つもない質問の数です。
+#   反復で追加学習する質問を選ぶときも、まったく同じ基準を使います。
+#
+# ```{admonition} この信頼区間がカバーするもの・しないもの
+# :class: note
+# 同じ質問への N 個の回答は独立ではありません。解けない質問は、N 回とも間違えやすいからです。
+# そこで区間は、**質問を単位**にして計算しています（質問ごとのばらつきで実効的な回答数を減らした Wilson 区間）。
+# この区間がカバーするのは「どの回答が生成されたか」と「質問ごとの難しさの違い」です。
+# **学習をやり直したときのばらつき（学習シード、training seed）はカバーしません。**
+# それを見るには、シードを変えて学習し直す必要があります（8.3 節）。0 件の割合でも、区間の上端は 0% になりません。
+# ```
 
 # %%
+from course_lib.level3.tables import VERDICT_JA, comparison_table, stage_names
+
+names = stage_names(config)
 display(Markdown(f"**元の質問（{len(data.symptoms)}問 × N = {config.n_samples}）**"))
-display(result.table("original").style.hide(axis="index"))
+display(result.table("original", stage_names=names).style.hide(axis="index"))
 display(Markdown(f"**言い換え（{len(data.paraphrases)}文 × {config.n_paraphrase}、学習に未使用）**"))
-display(result.table("paraphrase").style.hide(axis="index"))
+display(result.table("paraphrase", stage_names=names).style.hide(axis="index"))
 
 # %% [markdown]
 # ## 7. グラフで見る
@@ -363,7 +378,9 @@ plt.show()
 # %% [markdown]
 # ### 7.3 正答率と信頼区間
 #
-# エラーバーは95%信頼区間です。区間が大きく重なっている2つの段階は、この N では差があるとは言えません。
+# エラーバーは質問単位の 95% 信頼区間です。
+# 2つの段階に差があるかどうかは、エラーバーが重なるかどうかでは判断しません。
+# 同じ質問どうしで差をとり、その差の信頼区間で判断します（8 章）。
 
 # %%
 plot_accuracy(result)
@@ -407,52 +424,124 @@ if "control" in result.stages:
     plt.show()
 
 # %% [markdown]
-# ## 8. 改善した質問・悪化した質問
+# ## 8. 段階を比べる
 #
-# 元の実験 §6.2〜6.4 では、質問ごとの変化を人が読み取って書いていました。ここでは同じ分析をデータから作ります。
-# 各質問の N 回の回答について、前の段階との差を **Mann–Whitney の U 検定** で調べ、15問ぶんの検定を
-# **Holm 法** で補正したうえで p < 0.05 のものを「有意な変化」とします。全体の変化は、質問ごとの平均スコアの差に
-# **Wilcoxon の符号順位検定** と **並べ替え検定（permutation test）** を使います。
-
-# %%
-from course_lib.level3.discussion import consistent_questions, describe_changes
-
-for (a, b), cmp in result.comparisons("original").items():
-    display(Markdown(describe_changes(cmp, a, b)))
+# ### 8.1 統計の基本
+#
+# ここで使う考え方を短くまとめます（用語は[用語集](../glossary.md)にもあります）。
+#
+# - **対応のある比較（paired comparison）**: 2つの段階は同じ15問で評価しています。
+#   そこで質問ごとに「後 − 前」の差をとり、15個の差の平均を見ます。質問の難しさの違いが差し引かれるので、
+#   別々の平均を比べるより敏感です。
+# - **信頼区間（confidence interval）**: 平均の差の 95% 区間は、15問を **ブートストラップ（bootstrap）** で
+#   引き直して求めます（質問を単位にした再標本化）。区間がまるごと 0 より上なら「良くなった」、
+#   まるごと下なら「悪くなった」、0 をまたげば「はっきりした差はない」と判定します。
+#   2つの段階のエラーバーが重なるかどうかは、判定に使いません。
+# - **p 値（p-value）**: 本当は差がないとしたら、これ以上の差が偶然に出る確率です。小さいほど、偶然とは考えにくくなります。
+# - **質問ごとの正答数の検定（Fisher の正確検定、Fisher's exact test）**: 1つの質問について、
+#   前の N 回と後の N 回で正答の数が変わったかを調べます。
+# - **多重比較（multiple comparisons）と Holm 法**: 15問 × 何組もの比較で検定を繰り返すと、
+#   偶然「有意」になるものが出てきます。このページでは、ページ内のすべての質問ごとの検定をまとめて
+#   **Holm 法** で1回だけ補正し、補正後の p < 0.05 のものだけを「有意に変化した」とします。
+# - **忘却（forgetting）**: 前の段階で解けていた質問が、有意に悪くなったものです。
+#   平均が上がっていても、忘却が1問でもあれば判定は「一部の質問で悪くなった」になります。
 
 # %% [markdown]
-# 全段階を通して見ると（元の実験 §6.4 にあたる分析）:
+# ### 8.2 段階ごとの比較
+#
+# 比較には、リプレイなし（`replay_ratio=0`）で回したループも含めます（9 章で使います）。
+# 学習前と反復0 はリプレイの設定に関係しないので、保存済みの結果がそのまま使われ、再計算も再採点もされません。
 
 # %%
-always, never = consistent_questions(result)
-fmt = lambda ids: "、".join(f"{s}「{texts[s]}」" for s in ids) or "なし"
-display(Markdown(f"- 学習後のすべての段階で解けていた質問（{len(always)}問）: {fmt(always)}\n"
-                 f"- 学習後のどの段階でも解けなかった質問（{len(never)}問）: {fmt(never)}"))
+from dataclasses import replace
+
+from course_lib.level3.metrics import compare_stages
+
+other_ratio = 0.0 if config.replay_ratio > 0 else 0.5
+other = run_loop(replace(config, replay_ratio=other_ratio, control=False), loaded, grader)
+with_replay, without_replay = (result, other) if config.replay_ratio > 0 else (other, result)
+no_replay = other if config.replay_ratio > 0 else None  # the comparison run, when this page's run has replay
+
+# このページのすべての比較を1回で行う（Holm 補正もこの1回だけ）
+page_pairs = {("リプレイあり", a, b): (with_replay.summaries[(a, "original")], with_replay.summaries[(b, "original")])
+              for a, b in with_replay.stage_pairs()}
+page_pairs |= {("リプレイなし", a, b): (without_replay.summaries[(a, "original")], without_replay.summaries[(b, "original")])
+               for a, b in without_replay.stage_pairs() if a != "baseline"}
+page_comparisons = compare_stages(page_pairs, seed=config.seed)
+replayed = {"リプレイあり": {s: i.get("replayed", []) for s, i in with_replay.stage_info.items()},
+            "リプレイなし": {s: i.get("replayed", []) for s, i in without_replay.stage_info.items()}}
+
+
+def comparisons_of(run_name):
+    return {(a, b): c for (r, a, b), c in page_comparisons.items() if r == run_name}
+
+
+display(comparison_table(comparisons_of("リプレイあり"), config, replayed["リプレイあり"]).style.hide(axis="index"))
+
+# %% [markdown]
+# 有意に変化した質問の内訳です（補正後の p 値つき）。
+
+# %%
+symptom_title = {s["id"]: s["title"] for s in data.symptoms}
+changed = []
+for (a, b), c in comparisons_of("リプレイあり").items():
+    for _, r in c.per_question[c.per_question["change"] != "unchanged"].iterrows():
+        changed.append({"比較": f"{names[a]} → {names[b]}", "質問": f"{r['symptom_id']} {symptom_title[r['symptom_id']]}",
+                        "変化": "改善" if r["change"] == "improved" else "悪化",
+                        "正答率": f"{r['acc_prev']:.0%} → {r['acc_curr']:.0%}",
+                        "差の95%区間": f"[{r['delta_lo']:+.0%}, {r['delta_hi']:+.0%}]",
+                        "補正後のp値": f"{r['p_adj']:.2g}",
+                        "リプレイ": "はい" if r["symptom_id"] in replayed["リプレイあり"].get(b, []) else ""})
+display(pd.DataFrame(changed).style.hide(axis="index") if changed else Markdown("有意に変化した質問はありません。"))
+
+# %% [markdown]
+# ### 8.3 学習シードを変えると？
+#
+# ここまでの区間は、1回の学習で得たアダプターについてのものです。学習をやり直すと（LoRA の初期値やデータの順番が変わると）、
+# 結果も変わります。N を増やしても、このばらつきは見えません。
+# そこで、ループの最後の段階と対照の比較を、学習シードを変えて繰り返します（quick では省略）。
+# 判定の言葉は、すべてのシードで同じ判定になったときだけ使います。
+
+# %%
+from course_lib.level3.metrics import across_seeds
+
+seed_results = {config.seed: with_replay}
+if not quick and training_seeds > 1 and "control" in with_replay.stages:
+    for extra in range(1, training_seeds):
+        seed_results[config.seed + extra] = run_loop(replace(config, seed=config.seed + extra), loaded, grader)
+last = config.iteration_stages[-1]
+seed_comparisons = compare_stages({s: (r.summaries[(last, "original")], r.summaries[("control", "original")])
+                                   for s, r in seed_results.items() if "control" in r.stages}, seed=config.seed)
+if len(seed_comparisons) >= 3:
+    seed_rows, seed_verdict = across_seeds(seed_comparisons)
+    display(seed_rows.rename(columns={"seed": "学習シード", "mean_diff": "対照 − ループ（正答率の差）", "lo": "95%区間の下端",
+                                      "hi": "95%区間の上端", "verdict": "判定"})
+            .assign(判定=lambda d: d["判定"].map(VERDICT_JA)).style.hide(axis="index").format(precision=3))
+    seed_summary = f"{len(seed_comparisons)} つの学習シードでの判定は「{VERDICT_JA[seed_verdict]}」です"
+else:
+    seed_verdict = None
+    seed_summary = (f"学習シードは {len(seed_comparisons)} つだけなので、シードをまたいだ判定はしません"
+                    "（quick=False で 3 シードを使います）")
+print(seed_summary)
 
 # %% [markdown]
 # ## 9. リプレイの効果
 #
 # 誤答だけで追加学習すると、すでに解けていた質問を忘れること（破滅的忘却、catastrophic forgetting）があります。
 # 元の実験 §11.4 は対策として、正解済みの質問も一定比率で再学習する **リプレイ** を挙げていました。
-# リプレイなし（`replay_ratio=0`）のループも実行して比べます。学習前と iter0 はリプレイの設定に関係しないので、
-# 保存済みの結果がそのまま使われ、再計算も再採点もされません。
+# 8.2 節で回したリプレイなしのループと比べます。
 
 # %%
-from dataclasses import replace
-
-other_ratio = 0.0 if config.replay_ratio > 0 else 0.5
-other = run_loop(replace(config, replay_ratio=other_ratio, control=False), loaded, grader)
-with_replay, without_replay = (result, other) if config.replay_ratio > 0 else (other, result)
-no_replay = other if config.replay_ratio > 0 else None  # the comparison run, when this page's run has replay
 rows = []
-for name, res in (("リプレイあり", with_replay), ("リプレイなし", without_replay)):
-    for (a, b), cmp in res.comparisons("original").items():
+for run_name, res in (("リプレイあり", with_replay), ("リプレイなし", without_replay)):
+    for (a, b), c in comparisons_of(run_name).items():
         if a == "baseline" or b == "control":
             continue
         o = res.summaries[(b, "original")].overall
-        rows.append({"設定": name, "段階": f"{a} → {b}", "正答率": f"{o['accuracy']:.1%}",
-                     "平均スコア": f"{o['mean']:.3f}", "新たに解けた質問": cmp.overall["newly_solved"],
-                     "解けなくなった質問": cmp.overall["forgotten"]})
+        rows.append({"設定": run_name, "比較": f"{names[a]} → {names[b]}", "正答率": f"{o['accuracy']:.1%}",
+                     "新たに解けた質問": "、".join(c.newly_solved) or "なし",
+                     "解けていたのに悪化（忘却）": "、".join(c.forgotten) or "なし",
+                     "判定": VERDICT_JA[c.verdict.verdict]})
 display(pd.DataFrame(rows).style.hide(axis="index"))
 
 # %%
@@ -485,36 +574,83 @@ display(pd.DataFrame(summaries).style.hide(axis="index").format(precision=3))
 display(rubric_agreement.confusion_ja())
 
 # %% [markdown]
-# rubric 採点者は知識ベースに書かれたことしか判定できません。知識ベースにない薬剤は「不明」として低く採点し、
-# 理由の文章の質（誤字や不自然な日本語）はほとんど見ません。LLM 採点者は文章の質も見られますが、
-# 判定が揺れたり、知識ベースと違う判断をしたりします。どちらの結果も「その採点者から見た」数値です。
+# rubric 採点者は知識ベースに書かれたことしか判定できません。正解ラベル付きの回答集も同じ知識ベースから書いたものなので、
+# ここでの一致率は「知識ベースとの一貫性」を測ったもので、医学的な正しさを保証するものではありません。
+# LLM 採点者は文章の質も見られますが、判定が揺れたり、知識ベースと違う判断をしたりします。
+# どちらの結果も「その採点者から見た」数値です。
 
 # %% [markdown]
 # ## 11. 考察：ループはいつ効き、いつ効かないか
 #
-# 次の要点は、このページで測った数値から自動で組み立てています（モデルや設定を変えると文も変わります）。
+# 次のセルで、このページの数値を文中に差し込む値として用意します（数値と判定は実行のたびに変わります）。
 
 # %%
-from course_lib.level3.discussion import discussion
+from myst_nb import glue
 
-used = summaries[-1] if getattr(grader, "name", "") == "openai" and len(summaries) > 1 else rubric_agreement.summary()
-display(Markdown(discussion(result, no_replay, used)))
+cmp_page = comparisons_of("リプレイあり")
+first = cmp_page[("baseline", "iter0")]
+iters = [(a, b) for (a, b) in cmp_page if a != "baseline" and b != "control"]
+forgotten_all = sorted({q for k in iters for q in cmp_page[k].forgotten})
+replayed_forgotten = sorted({q for (a, b) in iters for q in cmp_page[(a, b)].forgotten
+                             if q in replayed["リプレイあり"].get(b, [])})
+iter1_info = with_replay.stage_info.get("iter1", {})
+all_failed_at_iter0 = len(iter1_info.get("failed", [])) == len(data.symptoms)
+ov = with_replay.overall("original").set_index("stage")
+para = with_replay.overall("paraphrase").set_index("stage")
+last_loop = with_replay.loop_stages[-1]
+
+glue("l3_model", loaded.label, display=False)
+glue("l3_base_acc", f"{ov.loc['baseline', 'accuracy']:.1%}", display=False)
+glue("l3_iter0_acc", f"{ov.loc['iter0', 'accuracy']:.1%}", display=False)
+glue("l3_first_verdict", VERDICT_JA[first.verdict.verdict], display=False)
+glue("l3_last_stage", names[last_loop], display=False)
+glue("l3_last_acc", f"{ov.loc[last_loop, 'accuracy']:.1%}", display=False)
+glue("l3_last_para_acc", f"{para.loc[last_loop, 'accuracy']:.1%}" if last_loop in para.index else "—", display=False)
+glue("l3_iter_verdicts", "、".join(f"{names[a]} → {names[b]}: {VERDICT_JA[cmp_page[(a, b)].verdict.verdict]}"
+                                    for a, b in iters) or "反復なし", display=False)
+glue("l3_iter1_note", ("反復0 では15問すべてが不合格だったので、反復1 の修正データは全質問の参照回答です。"
+                       "つまり反復1 は「誤答からの学習」ではなく、単に学習を続けたのと同じです。")
+     if all_failed_at_iter0 else
+     f"反復0 の不合格は {len(iter1_info.get('failed', []))} 問で、反復1 はその質問だけを修正データで学習しました。",
+     display=False)
+glue("l3_forgotten", "、".join(f"{q}（{symptom_title[q]}）" for q in forgotten_all) or "ありませんでした", display=False)
+glue("l3_forgotten_replayed", f"{len(replayed_forgotten)} 問" if forgotten_all else "—", display=False)
+if "control" in with_replay.stages:
+    lc = cmp_page[(last_loop, "control")]
+    glue("l3_control_acc", f"{ov.loc['control', 'accuracy']:.1%}", display=False)
+    glue("l3_control_diff", f"{lc.overall.mean_diff:+.1%}（95%区間 {lc.overall.lo:+.1%} 〜 {lc.overall.hi:+.1%}）", display=False)
+    glue("l3_control_verdict", VERDICT_JA[lc.verdict.verdict], display=False)
+else:
+    for key in ("l3_control_acc", "l3_control_diff", "l3_control_verdict"):
+        glue(key, "（対照なし）", display=False)
+glue("l3_seed_summary", seed_summary, display=False)
 
 # %% [markdown]
-# 自動で組み立てた要点に加えて、どの設定でも成り立つ見方をまとめます。
+# **このページの実行（モデル {glue:text}`l3_model`）で分かったこと**
+#
+# - **学習の効果**: 正答率は学習前の {glue:text}`l3_base_acc` から、反復0（初回 SFT）で {glue:text}`l3_iter0_acc` になりました。
+#   同じ15問で対にした差の判定は「{glue:text}`l3_first_verdict`」です。
+# - **反復の効果**: {glue:text}`l3_iter_verdicts`。{glue:text}`l3_iter1_note`
+# - **忘却**: 前の段階で解けていたのに有意に悪化した質問は、{glue:text}`l3_forgotten`。
+#   そのうちリプレイで学習し直していた質問は {glue:text}`l3_forgotten_replayed` です。
+#   リプレイに選ばれなかった質問ほど忘れやすいかどうかを、9 章の表と見比べてください。
+# - **対照との比較**: ループの最後（{glue:text}`l3_last_stage`、正答率 {glue:text}`l3_last_acc`）と、
+#   同じデータ・同じステップ数の通常 SFT（対照、{glue:text}`l3_control_acc`）の差は {glue:text}`l3_control_diff` で、
+#   判定は「{glue:text}`l3_control_verdict`」です。{glue:text}`l3_seed_summary`。
+# - **言い換えへの汎化**: {glue:text}`l3_last_stage` の正答率は、学習に使っていない言い換えでは {glue:text}`l3_last_para_acc` です。
+#
+# 自動で差し込んだ数値に加えて、どの設定でも成り立つ見方をまとめます。
 #
 # - **学習前の評価がないと、学習の効果の大きさは分かりません。** 元の実験はここを測らなかったため、
 #   「iteration 0 → 2 で 73.3% → 80.0%」という差だけが見えていました。
-# - **反復の効果は、N 回の生成と信頼区間がないと判断できません。** 1問1回の評価では、0.79 と 0.81 の違いで
-#   正答・誤答が入れ替わります（元の実験 §12.3）。信頼区間が重なる変化は、改善とも悪化とも言えません。
+# - **反復の効果は、N 回の生成と、対にした差の信頼区間がないと判断できません。** 1問1回の評価では、0.79 と 0.81 の違いで
+#   正答・誤答が入れ替わります（元の実験 §12.3）。
 # - **ループが通常の SFT より良いとは限りません。** 誤答の修正データが初回学習データの一部である場合、
 #   ループは「一部の質問だけを追加で学習する」ことになり、同じステップ数を全データに使う通常の SFT（対照）と
 #   比べないと、反復の効果なのか単に学習量が増えた効果なのかを区別できません。
 #   ループが有利になりうるのは、採点が安く正確で、修正データが初回学習データにない新しい情報を含み、
 #   しかも全データを学習し続ける余裕がない場合です。
-# - **誤答だけを学習すると、解けていた質問を忘れることがあります。** リプレイの有無の比較が、その大きさを示します。
-# - **固定の15問で測った改善は、言い換えでは小さくなることがあります。** 元の実験の論点3のとおり、
-#   固定入力での改善は「その文面への適合」を含みます。言い換えでの数値も合わせて見ましょう。
+# - **平均が上がっても、一部の質問を忘れていることがあります。** だから質問ごとの変化と、リプレイの有無の比較を見ます。
 # - **すべての数値は採点者の判定の上に成り立っています。** 採点者の誤り（元の実験のトラネキサム酸の例）は、
 #   そのまま学習データの選択に入り込みます。
 
@@ -548,38 +684,65 @@ print(f"baseline {base['accuracy']:.1%} -> iter0 {it0['accuracy']:.1%}: OK")
 # %%
 from course_lib.level3.report import write_level3_report
 
-report_files = write_level3_report(result, no_replay=no_replay, agreement=used,
+report_files = write_level3_report(result, no_replay=no_replay, agreement=rubric_agreement.summary(),
                             notebook_seconds=time.perf_counter() - t_start)
 print("書き出したファイル:", ", ".join(p.name for p in report_files.values()))
 
 # %% [markdown]
 # ## 練習問題
 #
-# **基本**: N を 30 から 10 に減らすと、iter0 の正答率の信頼区間の幅はどう変わるでしょうか。予想してから確かめましょう。
+# **基本**（数秒）: N を 3 分の 1 に減らすと（30 → 10）、反復0 の正答率の信頼区間の幅はどう変わるでしょうか。予想してから確かめましょう。
 #
-# ```{admonition} 解答例
+# #### 解答例
+#
+# ループを回し直さなくても、保存済みの回答から各質問の最初の N/3 個だけを使えば、N を減らしたときの区間を計算できます。
+
+# %% tags=["hide-cell"]
+ex_grades = result.stage_grades("iter0")
+ex_rows = []
+for ex_n in (max(2, config.n_samples // 3), config.n_samples):
+    ex_overall = summarise(ex_grades[ex_grades["sample"] < ex_n]).overall
+    ex_rows.append({"N": ex_n, "正答率": f"{ex_overall['accuracy']:.1%}",
+                    "質問単位の区間の幅": f"{ex_overall['accuracy_hi'] - ex_overall['accuracy_lo']:.3f}",
+                    "回答だけのばらつきの区間の幅": f"{ex_overall['accuracy_within_hi'] - ex_overall['accuracy_within_lo']:.3f}"})
+display(pd.DataFrame(ex_rows).style.hide(axis="index"))
+
+# %% [markdown]
+# ```{admonition} 解説
 # :class: dropdown
-# 信頼区間の幅はおおよそ $1/\sqrt{N}$ に比例するので、N を 1/3 にすると幅は約 1.7 倍になります。
-#
-# ~~~python
-# small = run_loop(replace(config, n_samples=10), loaded, grader)
-# for res in (result, small):
-#     o = res.summaries[("iter0", "original")].overall
-#     print(res.config.n_samples, round(o["accuracy_hi"] - o["accuracy_lo"], 3))
-# ~~~
+# 回答だけのばらつきによる幅は、おおよそ $1/\sqrt{N}$ に比例して広がります。
+# 一方、質問単位の区間には「質問ごとの難しさの違い」も入っているので、N を増やしても 15問という数で決まる幅より狭くはなりません。
+# N を 3 倍にしても、質問単位の区間は 1/√3 にはならない、というのがこの問題のポイントです。
 # ```
 #
-# **発展**: 合格の基準 `pass_accuracy` を 0.8 から 0.5 に緩めると、修正データの件数と iter1 の結果はどう変わるでしょうか。
-# また、対照（control）との差はどうなるでしょうか。
+# **発展**（数秒 ＋ 回し直すなら数分）: 合格の基準 `pass_accuracy` を 0.8 から 0.5 に緩めると、修正データの件数はどう変わるでしょうか。
+# また、反復1 の結果と対照（control）との差はどうなるでしょうか。
 #
-# ```{admonition} 解答例
+# #### 解答例
+#
+# 修正データの件数は、保存済みの反復0 の採点結果に選択の関数を当てるだけで分かります。
+
+# %% tags=["hide-cell"]
+ex_per_q = summarise(result.stage_grades("iter0"), n_boot=1).per_question
+ex_sizes = []
+for ex_bar in (0.8, 0.5):
+    ex_it = build_iteration_data(ex_per_q, data, config.replay_ratio, ex_bar, seed=config.seed + 1)
+    ex_sizes.append({"合格の基準（pass_accuracy）": f"{ex_bar:.1f}", "不合格の質問": len(ex_it.failed), "修正データ": len(ex_it.corrective),
+                     "リプレイ": len(ex_it.replay)})
+display(pd.DataFrame(ex_sizes).style.hide(axis="index"))
+
+# %% [markdown]
+# ```{admonition} 解説
 # :class: dropdown
-# 基準を緩めると不合格の質問が減り、修正データも減ります。ステップ数が減るので、対照も同じだけ短くなります。
+# 基準を緩めると不合格の質問が減り、修正データも減ります（上の表）。反復のステップ数が減るので、
+# 対照も同じだけ短くなります。反復1 の正答率と対照との差がどうなるかは、ループを回し直さないと分かりません。
+# 次のコードで確かめられます（tiny モデル・CPU で数分。N やシードを変えたときも同じく、ループ全体が計算し直されます）。
 #
 # ~~~python
 # loose = run_loop(replace(config, pass_accuracy=0.5), loaded, grader)
-# display(loose.training)
-# display(loose.table("original"))
+# loose_cmp = compare_stages({(a, b): (loose.summaries[(a, "original")], loose.summaries[(b, "original")])
+#                             for a, b in loose.stage_pairs()})
+# display(comparison_table(loose_cmp, loose.config, {s: i.get("replayed", []) for s, i in loose.stage_info.items()}))
 # ~~~
 # ```
 #

@@ -87,6 +87,16 @@ DRUG_SCHEMA = [
     Field("unsafe_reason", str, non_empty=False),
     Field("misconceptions", list, required=False, non_empty=False),
     Field("sources", dict),
+    # optional (rubric v2): see course_lib.level3.drugs.Drug and datasets/level3/README.md
+    Field("groups", list, required=False, non_empty=False, choices=Drug.GROUPS),
+    Field("topical_form", str, required=False),
+    Field("max_single_mg", (int, float), required=False),
+    Field("max_daily_mg", (int, float), required=False),
+    Field("unit_mg", (int, float), required=False),
+    Field("min_interval_h", (int, float), required=False),
+    Field("schedule", str, required=False, choices=Drug.SCHEDULES),
+    Field("contraindicated_in", list, required=False, non_empty=False, choices=Drug.CONDITIONS),
+    Field("interactions", dict, required=False),
 ]
 REFERENCE_SCHEMA = [
     Field("id", str),
@@ -150,12 +160,15 @@ def load_paraphrases(path: Path | str | None = None) -> list[dict]:
 
 
 def _check_sources(p: Path, line: int, sources: dict) -> None:
+    # required facts, then the optional ones of the rubric-v2 fields (dose limits and
+    # intervals, a weekly schedule, contraindicated conditions, interactions)
+    optional = ("dose", "schedule", "contraindications", "interactions")
     for fact in DRUG_FACTS:
         if fact not in sources:
             raise DatasetError(p, line, "sources", f"missing source type for {fact!r}")
     for fact, kind in sources.items():
-        if fact not in DRUG_FACTS:
-            raise DatasetError(p, line, "sources", f"unknown fact {fact!r} (expected {list(DRUG_FACTS)})")
+        if fact not in DRUG_FACTS + optional:
+            raise DatasetError(p, line, "sources", f"unknown fact {fact!r} (expected {list(DRUG_FACTS + optional)})")
         if kind not in SOURCE_TYPES:
             raise DatasetError(p, line, "sources", f"{fact}: {kind!r} is not one of {list(SOURCE_TYPES)}")
 

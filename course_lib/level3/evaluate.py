@@ -115,6 +115,6 @@ def evaluate_stage(sd: StageDir, model, tokenizer, config: LoopConfig, data: Loo
     for split in SPLITS:
         part = frame[frame["split"] == split] if len(frame) else frame
         if len(part):
-            s = summarise(part, seed=config.seed)
+            s = summarise(part, pass_accuracy=config.pass_accuracy, seed=config.seed)
             metrics[split] = {"overall": s.overall, "per_question": s.per_question.to_dict(orient="records")}
     write_json(sd.file("metrics.json"), metrics)

@@ -1,81 +1,43 @@
-"""Level-3 metrics: mean score, accuracy (score >= 0.8), harmful rate and label
-counts per question and overall, with bootstrap confidence intervals, and a paired
-comparison between two checkpoints.
+"""Level-3 metrics: per question and overall, with intervals that say what they cover,
+and stage-vs-stage comparisons judged from paired, question-level differences.
 
 Pure functions over a *grades frame*: one row per graded answer with the columns
+``symptom_id`` (the question; the default grouping key), ``score`` (``overall_score``,
+0..1), ``label`` (``overall_label``) and ``harmful`` (``overall_is_harmful``).
 
-* ``symptom_id`` (the question; the default grouping key) and optionally ``item_id``
-  (a paraphrase id, when several wordings share one symptom),
-* ``score`` (``overall_score``, 0..1), ``label`` (``overall_label``), ``harmful``
-  (``overall_is_harmful``).
-
-Seed 000 §4.3 defines the three headline numbers; it sampled each question once,
-so it could not give an interval or a test. With N samples per question both
-become possible, and this module computes them.
+* The **question** is the unit. Overall accuracy and harmful rate get a Wilson interval
+  whose sample size is shrunk by the design effect of answers clustered in questions
+  (:func:`course_lib.stats.clustered_wilson_interval`); the interval covers which answers
+  were sampled and how much the questions differ, for this one trained adapter — not
+  training-seed variance (that needs several training runs).
+* A question **passes** ("solved") when at least ``pass_accuracy`` of its answers are
+  correct (score >= 0.8) and none is unsafe: one definition, used by the loop's
+  selection and by every table.
+* A comparison between two stages is paired by question: the mean of the per-question
+  accuracy changes with a bootstrap interval over questions, and per question a Fisher
+  exact test on the correct counts, Holm-corrected over every test the page makes.
 """
 from __future__ import annotations
 
-import itertools
-import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
 
+from ..stats import (
+    PairedDifference, StageVerdict, across_seeds_verdict, cluster_bootstrap_ci, clustered_wilson_interval, holm, paired_difference,
+    stage_verdict, two_proportion_change, wilson_interval,
+)
 from .judge.schema import ACCURACY_THRESHOLD, LABELS
 
 DEFAULT_N_BOOT = 2000
-CI_LEVEL = 0.95
+PASS_ACCURACY = 0.8  # a question passes when this share of its answers is correct (and none is unsafe)
 
 
-# --------------------------------------------------------------------------- bootstrap
-
-
-def _apply_stat(stat: Callable, samples: np.ndarray) -> np.ndarray:
-    """``stat`` over each row of ``samples``; vectorised when ``stat`` takes ``axis``."""
-    try:
-        out = np.asarray(stat(samples, axis=1), dtype=float)
-        if out.shape == (samples.shape[0],):
-            return out
-    except TypeError:
-        pass
-    return np.array([stat(row) for row in samples], dtype=float)
-
-
-def bootstrap_ci(values: Sequence[float], stat: Callable = np.mean, n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
-                 level: float = CI_LEVEL, strata: Sequence | None = None) -> tuple[float, float]:
-    """Percentile bootstrap interval for ``stat(values)``.
-
-    With ``strata`` (one label per value, e.g. the question id) each resample draws
-    with replacement *within* every stratum and keeps its size: the interval then
-    describes sampling noise for a fixed question set, which is what a table over
-    the same 15 questions needs. Empty input gives ``(nan, nan)``.
-    """
-    x = np.asarray(values, dtype=float)
-    if x.size == 0:
-        return (float("nan"), float("nan"))
-    if not 0 < level < 1:
-        raise ValueError(f"level must be between 0 and 1, got {level}")
-    rng = np.random.default_rng(seed)
-    if strata is None:
-        idx = rng.integers(0, x.size, size=(n_boot, x.size))
-    else:
-        labels = np.asarray(list(strata), dtype=object)
-        if labels.shape[0] != x.size:
-            raise ValueError(f"strata has {labels.shape[0]} labels for {x.size} values")
-        parts = []
-        for key in pd.unique(labels):
-            members = np.flatnonzero(labels == key)
-            parts.append(members[rng.integers(0, members.size, size=(n_boot, members.size))])
-        idx = np.hstack(parts)
-    stats = _apply_stat(stat, x[idx])
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(stats, [tail, 100 - tail])
-    return (float(low), float(high))
-
-
-# --------------------------------------------------------------------------- summaries
+def question_passes(accuracy, unsafe, pass_accuracy: float = PASS_ACCURACY):
+    """The one definition of a solved question: accuracy >= ``pass_accuracy`` and no unsafe answer."""
+    return (np.asarray(accuracy, dtype=float) >= pass_accuracy - 1e-12) & (np.asarray(unsafe) == 0)
 
 
 def _check_frame(df: pd.DataFrame, by: str) -> None:
@@ -90,7 +52,9 @@ def _row(scores: np.ndarray, labels: pd.Series, harmful: np.ndarray, threshold: 
         "n": int(scores.size),
         "mean": float(scores.mean()) if scores.size else float("nan"),
         "std": float(scores.std(ddof=1)) if scores.size > 1 else float("nan"),
+        "n_correct": int(correct.sum()),
         "accuracy": float(correct.mean()) if scores.size else float("nan"),
+        "n_harmful": int(harmful.sum()),
         "harmful_rate": float(harmful.mean()) if scores.size else float("nan"),
     }
     counts = labels.value_counts()
@@ -108,126 +72,54 @@ class Summary:
 
 
 def summarise(grades: pd.DataFrame, by: str = "symptom_id", threshold: float = ACCURACY_THRESHOLD,
-              n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> Summary:
-    """Mean score, standard deviation, accuracy, harmful rate and label counts.
+              pass_accuracy: float = PASS_ACCURACY, n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> Summary:
+    """Mean score, accuracy, harmful rate and label counts, per question and overall.
 
-    ``per_question`` has one row per value of ``by`` with the columns n, mean, std
-    (sample standard deviation over the N answers), accuracy (share of answers with
-    score >= ``threshold``), harmful_rate, a count per label, ``solved`` (the
-    question's mean score >= ``threshold``: the seed's one-answer-per-question
-    accuracy, as N grows) and 95% bootstrap intervals ``mean_lo``/``mean_hi`` and
-    ``accuracy_lo``/``accuracy_hi`` over that question's answers.
+    ``per_question``: n, mean, std, n_correct, accuracy with its Wilson interval over that
+    question's N answers (``accuracy_lo``/``accuracy_hi``), n_harmful, harmful_rate, a count
+    per label, and ``solved`` (:func:`question_passes`).
 
-    ``overall`` pools every answer (so each question weighs by its N) and adds
-    intervals from a bootstrap stratified by question, plus ``questions`` and
-    ``solved`` (how many questions are solved) and ``solved_rate``.
+    ``overall`` pools every answer and adds: ``accuracy_lo/hi`` and ``harmful_lo/hi``
+    (Wilson with the design effect of the questions), ``accuracy_within_lo/hi`` (plain
+    Wilson: the answer-sampling noise alone, narrower), ``mean_lo/hi`` (bootstrap over
+    questions), and ``questions``, ``solved``, ``solved_rate``.
     """
     _check_frame(grades, by)
     rows = []
     for key, g in grades.groupby(by, sort=True):
         s = g["score"].to_numpy(dtype=float)
         row = {by: key, **_row(s, g["label"], g["harmful"].to_numpy(dtype=bool), threshold)}
-        row["solved"] = bool(row["mean"] >= threshold)
-        row["mean_lo"], row["mean_hi"] = bootstrap_ci(s, np.mean, n_boot, seed)
-        row["accuracy_lo"], row["accuracy_hi"] = bootstrap_ci((s >= threshold).astype(float), np.mean, n_boot, seed)
+        row["accuracy_lo"], row["accuracy_hi"] = wilson_interval(row["n_correct"], row["n"])
         rows.append(row)
-    columns = [by, "n", "mean", "std", "accuracy", "harmful_rate", *LABELS, "solved",
-               "mean_lo", "mean_hi", "accuracy_lo", "accuracy_hi"]
+    columns = [by, "n", "mean", "std", "n_correct", "accuracy", "n_harmful", "harmful_rate", *LABELS,
+               "accuracy_lo", "accuracy_hi"]
     per_question = pd.DataFrame(rows, columns=columns)
+    per_question["solved"] = question_passes(per_question["accuracy"], per_question["unsafe"], pass_accuracy)
 
     s = grades["score"].to_numpy(dtype=float)
-    harmful = grades["harmful"].to_numpy(dtype=bool)
-    overall = _row(s, grades["label"], harmful, threshold)
-    strata = grades[by].to_numpy()
-    overall["mean_lo"], overall["mean_hi"] = bootstrap_ci(s, np.mean, n_boot, seed, strata=strata)
-    overall["accuracy_lo"], overall["accuracy_hi"] = bootstrap_ci((s >= threshold).astype(float), np.mean, n_boot, seed, strata=strata)
-    overall["harmful_lo"], overall["harmful_hi"] = bootstrap_ci(harmful.astype(float), np.mean, n_boot, seed, strata=strata)
+    overall = _row(s, grades["label"], grades["harmful"].to_numpy(dtype=bool), threshold)
+    k, n = per_question["n_correct"].to_numpy(), per_question["n"].to_numpy()
+    overall["accuracy_lo"], overall["accuracy_hi"] = clustered_wilson_interval(k, n)
+    overall["accuracy_within_lo"], overall["accuracy_within_hi"] = wilson_interval(overall["n_correct"], overall["n"])
+    overall["harmful_lo"], overall["harmful_hi"] = clustered_wilson_interval(per_question["n_harmful"].to_numpy(), n)
+    overall["mean_lo"], overall["mean_hi"] = cluster_bootstrap_ci(s, grades[by].to_numpy(), n_boot=n_boot, seed=seed)
     overall["questions"] = int(len(per_question))
     overall["solved"] = int(per_question["solved"].sum())
     overall["solved_rate"] = overall["solved"] / overall["questions"] if overall["questions"] else float("nan")
     return Summary(per_question, overall)
 
 
-# --------------------------------------------------------------------------- paired comparison
-
-
-def holm(pvalues: Sequence[float]) -> np.ndarray:
-    """Holm–Bonferroni adjusted p-values (NaN stays NaN): many questions, one alpha."""
-    p = np.asarray(pvalues, dtype=float)
-    out = np.full_like(p, np.nan)
-    ok = np.flatnonzero(~np.isnan(p))
-    if ok.size == 0:
-        return out
-    order = ok[np.argsort(p[ok], kind="stable")]
-    m = order.size
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p[i]))
-        out[i] = running
-    return out
-
-
-def mann_whitney_p(a: Sequence[float], b: Sequence[float]) -> float:
-    """Two-sided Mann–Whitney U p-value; 1.0 when both samples are the same constant."""
-    from scipy.stats import mannwhitneyu
-
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if a.size == 0 or b.size == 0:
-        return float("nan")
-    both = np.concatenate([a, b])
-    if np.all(both == both[0]):
-        return 1.0
-    return float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
-
-
-def fisher_p(correct_a: int, n_a: int, correct_b: int, n_b: int) -> float:
-    """Two-sided Fisher exact test on the 2x2 table of correct / not correct answers."""
-    from scipy.stats import fisher_exact
-
-    if n_a == 0 or n_b == 0:
-        return float("nan")
-    return float(fisher_exact([[correct_a, n_a - correct_a], [correct_b, n_b - correct_b]]).pvalue)
-
-
-def sign_flip_p(deltas: Sequence[float], n_perm: int = 20000, seed: int = 0) -> float:
-    """Two-sided paired permutation test (sign flips) on the mean of ``deltas``.
-
-    Exact (all 2^n sign patterns) for up to 16 pairs, else Monte Carlo.
-    """
-    d = np.asarray(deltas, dtype=float)
-    if d.size == 0:
-        return float("nan")
-    if np.allclose(d, 0):
-        return 1.0
-    observed = abs(d.mean())
-    if d.size <= 16:
-        signs = np.array(list(itertools.product((1.0, -1.0), repeat=d.size)))
-    else:
-        signs = np.random.default_rng(seed).choice((1.0, -1.0), size=(n_perm, d.size))
-    means = np.abs((signs * d).mean(axis=1))
-    return float(np.mean(means >= observed - 1e-12))
-
-
-def wilcoxon_p(deltas: Sequence[float]) -> float:
-    """Two-sided Wilcoxon signed-rank p-value (zero differences dropped); 1.0 when all are zero."""
-    from scipy.stats import wilcoxon
-
-    d = np.asarray(deltas, dtype=float)
-    if d.size == 0:
-        return float("nan")
-    if np.allclose(d, 0):
-        return 1.0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return float(wilcoxon(d, zero_method="wilcox", alternative="two-sided").pvalue)
+# --------------------------------------------------------------------------- comparisons
 
 
 @dataclass
 class Comparison:
-    """``per_question`` changes between two checkpoints and an ``overall`` paired test."""
+    """Two stages on the same questions: ``per_question`` changes, the paired ``overall``
+    difference and the ``verdict`` (see :func:`course_lib.stats.stage_verdict`)."""
 
     per_question: pd.DataFrame
-    overall: dict = field(default_factory=dict)
+    overall: PairedDifference
+    verdict: StageVerdict | None = None
 
     def improved(self) -> pd.DataFrame:
         return self.per_question[self.per_question["change"] == "improved"]
@@ -235,107 +127,107 @@ class Comparison:
     def worsened(self) -> pd.DataFrame:
         return self.per_question[self.per_question["change"] == "worsened"]
 
+    @property
+    def forgotten(self) -> list[str]:
+        """Questions that passed before and dropped significantly: forgetting."""
+        pq = self.per_question
+        return sorted(pq[(pq["change"] == "worsened") & pq["solved_prev"]]["symptom_id"])
 
-def paired_comparison(prev: pd.DataFrame, curr: pd.DataFrame, by: str = "symptom_id",
-                      threshold: float = ACCURACY_THRESHOLD, alpha: float = 0.05,
-                      n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> Comparison:
-    """Compare two checkpoints graded on the same questions.
+    @property
+    def newly_solved(self) -> list[str]:
+        pq = self.per_question
+        return sorted(pq[~pq["solved_prev"] & pq["solved_curr"]]["symptom_id"])
 
-    Per question (the N answers of one checkpoint are independent of the other's,
-    so the tests are two-sample): mean and accuracy before/after, their change,
-    a Mann–Whitney U test on the scores and a Fisher exact test on correct counts,
-    the Mann–Whitney p-value Holm-adjusted over the questions (``p_adj``), and
-    ``change``: "improved" / "worsened" when ``p_adj < alpha``, else "unchanged".
-    ``status_prev``/``status_curr`` say whether the question was solved (mean >= threshold).
 
-    Overall (paired by question): the mean of the per-question changes, its
-    bootstrap interval over questions, a Wilcoxon signed-rank test and an exact
-    sign-flip permutation test on the per-question mean changes.
-    """
-    _check_frame(prev, by)
-    _check_frame(curr, by)
-    keys = sorted(set(prev[by]) & set(curr[by]))
+def _per_question_changes(prev: Summary, curr: Summary) -> pd.DataFrame:
+    a, b = prev.per_question.set_index("symptom_id"), curr.per_question.set_index("symptom_id")
+    keys = sorted(set(a.index) & set(b.index))
     if not keys:
-        raise ValueError("the two grade frames share no question")
-    pg, cg = dict(tuple(prev.groupby(by))), dict(tuple(curr.groupby(by)))
+        raise ValueError("the two stages share no question")
     rows = []
-    for k in keys:
-        a = pg[k]["score"].to_numpy(dtype=float)
-        b = cg[k]["score"].to_numpy(dtype=float)
-        ca, cb = int((a >= threshold).sum()), int((b >= threshold).sum())
-        rows.append({
-            by: k, "n_prev": a.size, "n_curr": b.size,
-            "mean_prev": a.mean(), "mean_curr": b.mean(), "delta": b.mean() - a.mean(),
-            "acc_prev": ca / a.size, "acc_curr": cb / b.size, "acc_delta": cb / b.size - ca / a.size,
-            "p_mannwhitney": mann_whitney_p(a, b), "p_fisher": fisher_p(ca, a.size, cb, b.size),
-            "status_prev": "solved" if a.mean() >= threshold else "unsolved",
-            "status_curr": "solved" if b.mean() >= threshold else "unsolved",
-        })
-    df = pd.DataFrame(rows)
-    df["p_adj"] = holm(df["p_mannwhitney"])
-    sig = df["p_adj"] < alpha
-    df["change"] = np.where(sig & (df["delta"] > 0), "improved", np.where(sig & (df["delta"] < 0), "worsened", "unchanged"))
-    deltas = df["delta"].to_numpy()
-    lo, hi = bootstrap_ci(deltas, np.mean, n_boot, seed)
-    overall = {
-        "questions": len(df),
-        "mean_prev": float(df["mean_prev"].mean()), "mean_curr": float(df["mean_curr"].mean()),
-        "delta": float(deltas.mean()), "delta_lo": lo, "delta_hi": hi,
-        "acc_delta": float(df["acc_delta"].mean()),
-        "p_wilcoxon": wilcoxon_p(deltas), "p_sign_flip": sign_flip_p(deltas, seed=seed),
-        "improved": int((df["change"] == "improved").sum()),
-        "worsened": int((df["change"] == "worsened").sum()),
-        "newly_solved": int(((df["status_prev"] == "unsolved") & (df["status_curr"] == "solved")).sum()),
-        "forgotten": int(((df["status_prev"] == "solved") & (df["status_curr"] == "unsolved")).sum()),
-        "alpha": alpha,
-    }
-    return Comparison(df, overall)
+    for q in keys:
+        ch = two_proportion_change(int(a.at[q, "n_correct"]), int(a.at[q, "n"]), int(b.at[q, "n_correct"]), int(b.at[q, "n"]))
+        rows.append({"symptom_id": q, "acc_prev": ch.p1, "acc_curr": ch.p2, "acc_delta": ch.diff, "delta_lo": ch.lo,
+                     "delta_hi": ch.hi, "p_fisher": ch.p_value, "mean_prev": float(a.at[q, "mean"]),
+                     "mean_curr": float(b.at[q, "mean"]), "solved_prev": bool(a.at[q, "solved"]),
+                     "solved_curr": bool(b.at[q, "solved"]), "_change": ch})
+    return pd.DataFrame(rows)
+
+
+def compare_stages(pairs: Mapping[tuple[str, str], tuple[Summary, Summary]], alpha: float = 0.05,
+                   n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> dict[tuple[str, str], Comparison]:
+    """Compare each (before, after) pair of stage summaries on the same questions.
+
+    Every per-question Fisher test of every pair is Holm-corrected *together* (one
+    correction per page). A question's ``change`` is improved / worsened when its adjusted
+    p < ``alpha``. The overall difference is the mean per-question accuracy change with a
+    bootstrap interval over questions; the verdict is worse_on_some whenever any question
+    got significantly worse, whatever the mean does.
+    """
+    frames = {key: _per_question_changes(p, c) for key, (p, c) in pairs.items()}
+    all_p = holm([p for f in frames.values() for p in f["p_fisher"]])
+    out, i = {}, 0
+    for key, f in frames.items():
+        f["p_adj"] = all_p[i:i + len(f)]
+        i += len(f)
+        sig = f["p_adj"] < alpha
+        f["change"] = np.where(sig & (f["acc_delta"] > 0), "improved",
+                               np.where(sig & (f["acc_delta"] < 0), "worsened", "unchanged"))
+        overall = paired_difference(dict(zip(f["symptom_id"], f["acc_prev"])), dict(zip(f["symptom_id"], f["acc_curr"])),
+                                    n_boot=n_boot, seed=seed)
+        verdict = stage_verdict(overall, dict(zip(f["symptom_id"], f.pop("_change"))), alpha=alpha,
+                                adjusted_p=dict(zip(f["symptom_id"], f["p_adj"])))
+        out[key] = Comparison(f, overall, verdict)
+    return out
+
+
+def across_seeds(comparisons: Mapping[int, Comparison]) -> tuple[pd.DataFrame, str]:
+    """One comparison (e.g. last loop iteration vs control) repeated with several training seeds.
+
+    Returns one row per seed (the paired difference, its interval, its verdict) and the
+    verdict across seeds (:func:`course_lib.stats.across_seeds_verdict`): a verdict word is
+    only earned when every seed agrees. N samples per question do not capture this variance.
+    """
+    rows = [{"seed": seed, "mean_diff": c.overall.mean_diff, "lo": c.overall.lo, "hi": c.overall.hi,
+             "verdict": c.verdict.verdict} for seed, c in sorted(comparisons.items())]
+    return pd.DataFrame(rows), across_seeds_verdict([r["verdict"] for r in rows])
 
 
 # --------------------------------------------------------------------------- tables
 
-TABLE_COLUMNS = {
-    "stage": "イテレーション",
-    "mean": "平均スコア",
-    "std": "標準偏差",
-    "accuracy": "正答率 (≥0.8)",
-    "harmful_rate": "有害率",
-    "correct": "Correct",
-    "partially_correct": "Partially Correct",
-    "incorrect": "Incorrect",
-    "unsafe": "Unsafe",
-}
+LABELS_JA = {"correct": "正解", "partially_correct": "部分的に正解", "incorrect": "不正解", "unsafe": "危険"}
 
 
-def iteration_table(overall_by_stage: Mapping[str, Mapping], formatted: bool = True) -> pd.DataFrame:
-    """The table of the original experiment (book: original_experiment, §6.1), one row per checkpoint, from ``Summary.overall`` dicts.
+def _pct_ci(x: float, lo: float, hi: float) -> str:
+    return f"{x:.1%} [{lo:.1%}, {hi:.1%}]"
 
-    Formatted: accuracy and harmful rate as percentages with their 95% interval
-    and the answer count, plus the seed's question-level accuracy ("solved x/15").
+
+def iteration_table(overall_by_stage: Mapping[str, Mapping], formatted: bool = True,
+                    stage_names: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """The original experiment's results table (§6.1), one row per stage, from ``Summary.overall``.
+
+    Formatted (Japanese headers): accuracy and harmful rate as percentages with their
+    question-level 95% interval and counts, the label counts, and the solved questions.
     """
     rows = []
     for stage, o in overall_by_stage.items():
         if not formatted:
-            rows.append({"stage": stage, **{k: o.get(k) for k in TABLE_COLUMNS if k != "stage"},
-                         "accuracy_lo": o.get("accuracy_lo"), "accuracy_hi": o.get("accuracy_hi"),
-                         "solved": o.get("solved"), "questions": o.get("questions"), "n": o.get("n")})
+            rows.append({"stage": stage, **{k: o.get(k) for k in ("mean", "std", "accuracy", "accuracy_lo", "accuracy_hi",
+                                                                 "harmful_rate", "harmful_lo", "harmful_hi", *LABELS,
+                                                                 "solved", "questions", "n")}})
             continue
-        n_correct = round(o["accuracy"] * o["n"])
         rows.append({
-            "stage": stage,
-            "mean": f"{o['mean']:.3f} [{o['mean_lo']:.3f}, {o['mean_hi']:.3f}]",
-            "std": f"{o['std']:.3f}",
-            "accuracy": f"{o['accuracy']:.1%} ({n_correct}/{o['n']}) [{o['accuracy_lo']:.1%}, {o['accuracy_hi']:.1%}]",
-            "harmful_rate": f"{o['harmful_rate']:.1%}",
-            **{lab: o[lab] for lab in LABELS},
-            "solved": f"{o['solved']}/{o['questions']}",
+            "段階": (stage_names or {}).get(stage, stage),
+            "平均スコア": f"{o['mean']:.3f}",
+            "正答率（スコア≥0.8）": f"{_pct_ci(o['accuracy'], o['accuracy_lo'], o['accuracy_hi'])} ({o['n_correct']}/{o['n']})",
+            "有害提案率": f"{_pct_ci(o['harmful_rate'], o['harmful_lo'], o['harmful_hi'])} ({o['n_harmful']}/{o['n']})",
+            **{LABELS_JA[lab]: o[lab] for lab in LABELS},
+            "解けた質問": f"{o['solved']}/{o['questions']}",
         })
-    df = pd.DataFrame(rows)
-    names = dict(TABLE_COLUMNS, solved="解けた質問 (平均≥0.8)")
-    return df.rename(columns=names) if formatted else df
+    return pd.DataFrame(rows)
 
 
 __all__ = [
-    "ACCURACY_THRESHOLD", "LABELS", "bootstrap_ci", "Summary", "summarise", "holm", "mann_whitney_p",
-    "fisher_p", "sign_flip_p", "wilcoxon_p", "Comparison", "paired_comparison", "iteration_table",
+    "ACCURACY_THRESHOLD", "LABELS", "LABELS_JA", "PASS_ACCURACY", "question_passes", "Summary", "summarise",
+    "Comparison", "compare_stages", "across_seeds", "iteration_table",
 ]

@@ -25,7 +25,7 @@ def stage_label(stage: str) -> str:
 
 
 def stage_tick(stage: str) -> str:
-    """Short stage names for plot axes."""
+    """Short stage names for plot axes: 学習前, iter0, iter1, …, 対照."""
     return STAGE_JA_SHORT.get(stage, stage)
 
 
@@ -122,7 +122,7 @@ def plot_accuracy(result: LoopResult, ax=None, extra: Mapping[str, LoopResult] |
     ax.set_xticks(range(len(result.stages)), [stage_tick(s) for s in result.stages])
     ax.set_ylim(-0.03, 1.03)
     ax.set_ylabel("正答率（スコア0.8以上）")
-    ax.set_title("段階ごとの正答率と95%信頼区間（bootstrap）")
+    ax.set_title("段階ごとの正答率と95%信頼区間（質問単位）")
     ax.legend(loc="best", fontsize=9)
     return ax
 

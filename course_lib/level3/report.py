@@ -16,7 +16,7 @@ import pandas as pd
 from .. import paths
 from ..data import json_default, write_json, write_text_atomic
 from .config import CONTROL
-from .discussion import discussion, key_numbers
+from .tables import comparison_table, stage_names
 from .plots import (
     plot_accuracy, plot_loop_vs_control, plot_paraphrase_gap, plot_question_heatmap, plot_score_distribution,
 )
@@ -87,11 +87,13 @@ def write_level3_report(result: LoopResult, out_dir: Path | str | None = None, n
     ident = result.identity
     judge = ident.get("judge", {})
     model = ident.get("model", {})
-    numbers = key_numbers(result, no_replay)
+    names = stage_names(cfg)
+    comparisons = comparison_table(result.comparisons("original"), cfg,
+                                   {s: i.get("replayed", []) for s, i in result.stage_info.items()})
     payload = {
         "run": result.run_dir.name, "model": model, "judge": judge, "config": cfg.to_dict(),
         "data": ident.get("data"), "loop_version": ident.get("loop_version"), "machine": ident.get("machine"),
-        "stages": result.stages, "numbers": numbers,
+        "stages": result.stages, "comparisons": comparisons.to_dict(orient="records"),
         "table_original": result.table("original", formatted=False).to_dict(orient="records"),
         "table_paraphrase": result.table("paraphrase", formatted=False).to_dict(orient="records"),
         "training": result.training.to_dict(orient="records"),
@@ -121,15 +123,15 @@ def write_level3_report(result: LoopResult, out_dir: Path | str | None = None, n
         "",
         "### 段階ごとの指標（元の質問）",
         "",
-        _md_table(result.table("original")),
+        _md_table(result.table("original", stage_names=names)),
         "",
         "### 段階ごとの指標（言い換え、学習に未使用）",
         "",
-        _md_table(result.table("paraphrase")),
+        _md_table(result.table("paraphrase", stage_names=names)),
         "",
-        "### 要点（測定値から自動生成）",
+        "### 段階の比較（元の質問、質問ごとに対応をとった差、Holm 補正）",
         "",
-        discussion(result, no_replay, agreement),
+        _md_table(comparisons),
         "",
     ]
     captions = {"accuracy": "段階ごとの正答率と95%信頼区間", "heatmap": "質問ごとの平均スコア",

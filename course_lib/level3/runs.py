@@ -33,9 +33,9 @@ from ..device import environment_info
 from .config import CONTROL, LoopConfig, Stage
 from .data import LoopData
 from .judge.cache import JudgeCache
-from .metrics import Comparison, Summary, iteration_table, paired_comparison
+from .metrics import Comparison, Summary, compare_stages, iteration_table
 
-LOOP_VERSION = 1  # bump when a change alters what a stage produces
+LOOP_VERSION = 2  # bump when a change alters what a stage produces
 SPLITS = ("original", "paraphrase")
 DONE = "done"
 JUDGE_CACHE = "judge_cache.jsonl"
@@ -247,27 +247,30 @@ class LoopResult:
         df["stage"] = pd.Categorical(df["stage"], categories=self.stages, ordered=True)
         return df.sort_values(["stage", "symptom_id"]).reset_index(drop=True)
 
-    def table(self, split: str = "original", stages: Sequence[str] | None = None, formatted: bool = True) -> pd.DataFrame:
+    def table(self, split: str = "original", stages: Sequence[str] | None = None, formatted: bool = True,
+              stage_names: dict | None = None) -> pd.DataFrame:
         """The original experiment's results table, one row per stage."""
         stages = list(stages or self.stages)
         return iteration_table({st: self.summaries[(st, split)].overall for st in stages if (st, split) in self.summaries},
-                               formatted=formatted)
+                               formatted=formatted, stage_names=stage_names)
 
     def stage_grades(self, stage: str, split: str = "original") -> pd.DataFrame:
         g = self.grades
         return g[(g["stage"] == stage) & (g["split"] == split)]
 
-    def compare(self, prev: str, curr: str, split: str = "original", **kw) -> Comparison:
-        """Per-question change from stage ``prev`` to stage ``curr`` with tests (see metrics.paired_comparison)."""
-        return paired_comparison(self.stage_grades(prev, split), self.stage_grades(curr, split),
-                                 seed=self.config.seed, **kw)
-
-    def comparisons(self, split: str = "original") -> dict[tuple[str, str], Comparison]:
+    def stage_pairs(self) -> list[tuple[str, str]]:
         """Consecutive loop stages (baseline→iter0→iter1…) and the last iteration vs the control."""
         pairs = list(zip(self.loop_stages, self.loop_stages[1:]))
         if CONTROL in self.stages:
             pairs.append((self.loop_stages[-1], CONTROL))
-        return {(a, b): self.compare(a, b, split) for a, b in pairs}
+        return pairs
+
+    def comparisons(self, split: str = "original", pairs: Sequence[tuple[str, str]] | None = None,
+                    **kw) -> dict[tuple[str, str], Comparison]:
+        """Paired comparisons of ``pairs`` (default :meth:`stage_pairs`), Holm-corrected together."""
+        pairs = list(pairs or self.stage_pairs())
+        return compare_stages({(a, b): (self.summaries[(a, split)], self.summaries[(b, split)]) for a, b in pairs},
+                              seed=self.config.seed, **kw)
 
     def grade_json(self, stage: str, item_id: str, sample: int = 0, split: str = "original") -> dict:
         """The full grade of one answer, in the §4.2 JSON shape."""

@@ -15,6 +15,7 @@ from typing import Iterable, Sequence
 import pandas as pd
 
 from .data import LoopData
+from .metrics import question_passes
 
 
 @dataclass
@@ -33,11 +34,10 @@ class IterationData:
 
 
 def question_status(per_question: pd.DataFrame, pass_accuracy: float = 0.8) -> pd.Series:
-    """"pass" or "fail" per symptom id: fail when fewer than ``pass_accuracy`` of the
-    answers score >= 0.8, or any answer is unsafe (labels incorrect, partially_correct
-    and unsafe all count against a question, as in the original experiment)."""
-    ok = (per_question["accuracy"] >= pass_accuracy - 1e-12) & (per_question["unsafe"] == 0)
-    return pd.Series(ok.map({True: "pass", False: "fail"}).to_numpy(), index=per_question["symptom_id"].to_numpy())
+    """"pass" or "fail" per symptom id (:func:`.metrics.question_passes`: fail when fewer than
+    ``pass_accuracy`` of the answers score >= 0.8, or any answer is unsafe)."""
+    ok = question_passes(per_question["accuracy"], per_question["unsafe"], pass_accuracy)
+    return pd.Series(["pass" if x else "fail" for x in ok], index=per_question["symptom_id"].to_numpy())
 
 
 def build_iteration_data(per_question: pd.DataFrame, data: LoopData, replay_ratio: float,

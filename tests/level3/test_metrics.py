@@ -1,21 +1,27 @@
-"""Metrics on inputs small enough to compute by hand."""
+"""Level-3 metrics on inputs small enough to compute by hand."""
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from course_lib.level3.metrics import (
-    ACCURACY_THRESHOLD, bootstrap_ci, fisher_p, holm, iteration_table, mann_whitney_p, paired_comparison, sign_flip_p,
-    summarise, wilcoxon_p,
-)
+from course_lib.level3.config import LoopConfig
+from course_lib.level3.metrics import ACCURACY_THRESHOLD, compare_stages, iteration_table, question_passes, summarise
+from course_lib.level3.tables import comparison_table
 
 
 def frame(rows):
     """rows: (symptom_id, score, label, harmful)."""
     return pd.DataFrame(rows, columns=["symptom_id", "score", "label", "harmful"])
+
+
+def answers(spec):
+    """spec: {question: (n_correct, n)} -> a grades frame (correct answers score 1.0, others 0.0)."""
+    rows = []
+    for q, (k, n) in spec.items():
+        rows += [(q, 1.0, "correct", False)] * k + [(q, 0.0, "incorrect", False)] * (n - k)
+    return frame(rows)
 
 
 @pytest.fixture
@@ -28,141 +34,136 @@ def two_questions():
     ])
 
 
-def test_threshold_is_the_seeds():
+def test_threshold_is_the_original_experiments():
     assert ACCURACY_THRESHOLD == 0.8
 
 
 def test_summarise_per_question_by_hand(two_questions):
     s = summarise(two_questions, n_boot=200)
     q1 = s.per_question.set_index("symptom_id").loc["q1"]
-    assert q1["n"] == 4
+    assert q1["n"] == 4 and q1["n_correct"] == 2
     assert q1["mean"] == pytest.approx(0.55)
-    # sample standard deviation of 0.9, 0.8, 0.5, 0.0
     assert q1["std"] == pytest.approx(math.sqrt(((0.35) ** 2 + 0.25 ** 2 + 0.05 ** 2 + 0.55 ** 2) / 3))
     assert q1["accuracy"] == pytest.approx(0.5)  # 0.8 counts as correct (>=)
     assert q1["harmful_rate"] == pytest.approx(0.25)
     assert (q1["correct"], q1["partially_correct"], q1["incorrect"], q1["unsafe"]) == (2, 1, 0, 1)
     assert not q1["solved"]
+    # Wilson interval of 2/4 by hand: center 0.5, half = z/(1+z²/4) * sqrt(0.25/4 + z²/64)
+    z = 1.959963984540054
+    half = z / (1 + z * z / 4) * math.sqrt(0.25 / 4 + z * z / 64)
+    assert (q1["accuracy_lo"], q1["accuracy_hi"]) == pytest.approx((0.5 - half, 0.5 + half))
     q2 = s.per_question.set_index("symptom_id").loc["q2"]
     assert q2["solved"] and q2["accuracy"] == 1.0
-    # a constant sample has a zero-width interval
-    assert (q2["mean_lo"], q2["mean_hi"]) == (1.0, 1.0)
+    assert q2["accuracy_hi"] == 1.0 and q2["accuracy_lo"] < 1.0  # 2 of 2 is not a zero-width interval
+
+
+def test_one_definition_of_solved():
+    # accuracy >= pass bar and no unsafe answer; the mean score does not decide
+    assert list(question_passes([0.8, 0.8, 0.79, 1.0], [0, 1, 0, 0], 0.8)) == [True, False, False, True]
+    spec = frame([("a", 1.0, "correct", False)] * 4 + [("a", 0.0, "incorrect", False)]  # accuracy 0.8, mean 0.8
+                 + [("b", 0.79, "partially_correct", False)] * 5)  # mean 0.79, accuracy 0
+    pq = summarise(spec, n_boot=50).per_question.set_index("symptom_id")
+    assert pq.loc["a", "solved"] and not pq.loc["b", "solved"]
+    assert not summarise(spec, pass_accuracy=0.9, n_boot=50).per_question.set_index("symptom_id").loc["a", "solved"]
 
 
 def test_summarise_overall_by_hand(two_questions):
     o = summarise(two_questions, n_boot=200).overall
     assert o["n"] == 6
     assert o["mean"] == pytest.approx((0.9 + 0.8 + 0.5 + 0.0 + 1.0 + 1.0) / 6)
-    assert o["accuracy"] == pytest.approx(4 / 6)
-    assert o["harmful_rate"] == pytest.approx(1 / 6)
+    assert o["accuracy"] == pytest.approx(4 / 6) and o["n_correct"] == 4
+    assert o["harmful_rate"] == pytest.approx(1 / 6) and o["n_harmful"] == 1
     assert (o["correct"], o["partially_correct"], o["incorrect"], o["unsafe"]) == (4, 1, 0, 1)
     assert (o["questions"], o["solved"], o["solved_rate"]) == (2, 1, 0.5)
     assert o["mean_lo"] <= o["mean"] <= o["mean_hi"]
-    assert o["accuracy_lo"] <= o["accuracy"] <= o["accuracy_hi"]
+
+
+def test_overall_interval_is_never_zero_width_and_widens_with_question_spread():
+    none = summarise(answers({f"q{i}": (0, 30) for i in range(15)}), n_boot=100).overall
+    assert none["accuracy_lo"] == 0.0 and none["accuracy_hi"] > 0.0  # 0 of 450 is not "[0%, 0%]"
+    # same pooled 50%, but all-or-nothing questions: far less certain than 15 half-right questions
+    spread = summarise(answers({**{f"q{i}": (30, 30) for i in range(7)}, **{f"q{i}": (0, 30) for i in range(7, 14)}}),
+                       n_boot=100).overall
+    even = summarise(answers({f"q{i}": (15, 30) for i in range(14)}), n_boot=100).overall
+    assert spread["accuracy"] == even["accuracy"] == 0.5
+    assert (spread["accuracy_hi"] - spread["accuracy_lo"]) > 3 * (even["accuracy_hi"] - even["accuracy_lo"])
+    # the within-question interval ignores the spread: same for both
+    assert spread["accuracy_within_lo"] == pytest.approx(even["accuracy_within_lo"])
 
 
 def test_summarise_names_a_missing_column():
-    with pytest.raises(KeyError, match="harmful"):
-        summarise(pd.DataFrame({"symptom_id": ["a"], "score": [1.0], "label": ["correct"]}))
+    with pytest.raises(KeyError, match="label"):
+        summarise(pd.DataFrame({"symptom_id": ["a"], "score": [1.0], "harmful": [False]}))
 
 
-def test_bootstrap_two_points_by_hand():
-    # resampling [0, 1] gives means 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4:
-    # the 2.5th and 97.5th percentiles are 0 and 1
-    assert bootstrap_ci([0.0, 1.0], n_boot=4000, seed=1) == (0.0, 1.0)
+def _pair(before, after):
+    return summarise(answers(before), n_boot=50), summarise(answers(after), n_boot=50)
 
 
-def test_bootstrap_matches_the_normal_approximation():
-    values = np.array([0.0, 1.0] * 200)  # p = 0.5, n = 400: se = 0.025
-    lo, hi = bootstrap_ci(values, n_boot=4000, seed=0)
-    assert lo == pytest.approx(0.5 - 1.96 * 0.025, abs=0.01)
-    assert hi == pytest.approx(0.5 + 1.96 * 0.025, abs=0.01)
+def test_three_rises_cannot_hide_three_collapses():
+    """The executed book once called this 'no significant change': the mean moved little."""
+    before = {**{f"c{i}": (27, 30) for i in range(3)}, **{f"r{i}": (3, 30) for i in range(3)},
+              **{f"u{i}": (15, 30) for i in range(9)}}
+    after = {**{f"c{i}": (0, 30) for i in range(3)}, **{f"r{i}": (27, 30) for i in range(3)},
+             **{f"u{i}": (15, 30) for i in range(9)}}
+    cmp = compare_stages({("iter1", "iter2"): _pair(before, after)}, n_boot=500)[("iter1", "iter2")]
+    assert cmp.overall.mean_diff == pytest.approx((3 * -0.9 + 3 * 0.8) / 15)
+    assert cmp.overall.lo < 0 < cmp.overall.hi  # the mean alone says "no clear difference"
+    assert cmp.verdict.verdict == "worse_on_some"
+    assert cmp.verdict.worsened == ["c0", "c1", "c2"] and cmp.verdict.improved == ["r0", "r1", "r2"]
+    assert cmp.forgotten == ["c0", "c1", "c2"]  # they passed before (27/30 >= 0.8) and collapsed
+    assert cmp.newly_solved == ["r0", "r1", "r2"]  # 3/30 -> 27/30 passes now
 
 
-def test_bootstrap_is_seeded_and_handles_edges():
-    x = np.random.default_rng(3).random(50)
-    assert bootstrap_ci(x, seed=7) == bootstrap_ci(x, seed=7)
-    assert bootstrap_ci([0.3], n_boot=50) == (0.3, 0.3)
-    assert all(math.isnan(v) for v in bootstrap_ci([]))
-    assert bootstrap_ci([2.0, 2.0, 2.0]) == (2.0, 2.0)
+def test_forgotten_and_newly_solved_are_not_swapped():
+    before = {"a": (30, 30), "b": (0, 30), "c": (0, 30)}
+    after = {"a": (0, 30), "b": (30, 30), "c": (30, 30)}
+    cmp = compare_stages({("x", "y"): _pair(before, after)}, n_boot=200)[("x", "y")]
+    assert cmp.forgotten == ["a"] and cmp.newly_solved == ["b", "c"]
+    assert cmp.overall.mean_diff == pytest.approx(1 / 3)  # (-1 + 1 + 1) / 3: a negative change stays negative per question
+    assert cmp.per_question.set_index("symptom_id").loc["a", "acc_delta"] == pytest.approx(-1.0)
 
 
-def test_bootstrap_with_a_non_vectorised_statistic():
-    lo, hi = bootstrap_ci([1.0, 2.0, 3.0, 4.0], stat=lambda v: float(np.median(v)), n_boot=300)
-    assert 1.0 <= lo <= hi <= 4.0
+def test_one_holm_correction_over_every_comparison_on_the_page():
+    # 10/30 -> 20/30: Fisher p ≈ 0.0195 alone (significant), not after Holm over 2 x 15 tests
+    before = {**{"q": (10, 30)}, **{f"u{i}": (15, 30) for i in range(14)}}
+    after = {**{"q": (20, 30)}, **{f"u{i}": (15, 30) for i in range(14)}}
+    alone = compare_stages({("a", "b"): _pair({"q": (10, 30)}, {"q": (20, 30)})}, n_boot=50)[("a", "b")]
+    assert alone.per_question["p_adj"].iloc[0] < 0.05 and alone.verdict.improved == ["q"]
+    page = compare_stages({("a", "b"): _pair(before, after), ("b", "c"): _pair(after, after)}, n_boot=50)
+    assert page[("a", "b")].verdict.improved == []
+    assert page[("a", "b")].per_question.set_index("symptom_id").loc["q", "p_adj"] == pytest.approx(
+        min(1.0, 30 * alone.per_question["p_fisher"].iloc[0]))
 
 
-def test_stratified_bootstrap_keeps_each_stratum():
-    # Stratum a is all 0, stratum b all 1: every stratified resample has mean exactly 0.5,
-    # while a plain bootstrap of the same 8 values varies.
-    values = [0.0] * 4 + [1.0] * 4
-    strata = ["a"] * 4 + ["b"] * 4
-    assert bootstrap_ci(values, strata=strata, n_boot=500) == (0.5, 0.5)
-    lo, hi = bootstrap_ci(values, n_boot=500)
-    assert lo < 0.5 < hi
-
-
-def test_holm_by_hand():
-    # sorted p: 0.01, 0.02, 0.04 -> 3*0.01=0.03, 2*0.02=0.04, 1*0.04=0.04 (monotone)
-    assert holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
-    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
-    adj = holm([float("nan"), 0.01])
-    assert math.isnan(adj[0]) and adj[1] == pytest.approx(0.01)
-
-
-def test_two_sample_tests():
-    assert mann_whitney_p([0.2] * 5, [0.2] * 5) == 1.0
-    assert mann_whitney_p([0.0] * 10, [1.0] * 10) < 0.001
-    # Fisher on 0/10 vs 10/10 correct: p = 2 / C(20, 10)
-    assert fisher_p(0, 10, 10, 10) == pytest.approx(2 / math.comb(20, 10))
-    assert fisher_p(5, 10, 5, 10) == pytest.approx(1.0)
-
-
-def test_paired_tests_by_hand():
-    # three positive differences: exact sign-flip p = 2/8 (all +, all -)
-    assert sign_flip_p([0.1, 0.2, 0.3]) == pytest.approx(0.25)
-    assert sign_flip_p([0.0, 0.0]) == 1.0
-    assert wilcoxon_p([0.0, 0.0, 0.0]) == 1.0
-    # exact Wilcoxon with 5 positive ranks: p = 2 / 2^5
-    assert wilcoxon_p([0.1, 0.2, 0.3, 0.4, 0.5]) == pytest.approx(2 / 32)
-
-
-def test_paired_comparison_finds_the_changes():
-    rng = np.random.default_rng(0)
-    prev_rows, curr_rows = [], []
-    for q, (a, b) in {"up": (0.1, 0.95), "down": (0.95, 0.1), "same": (0.5, 0.5)}.items():
-        for _ in range(30):
-            sa = float(np.clip(a + rng.normal(0, 0.03), 0, 1))
-            sb = float(np.clip(b + rng.normal(0, 0.03), 0, 1))
-            prev_rows.append((q, sa, "correct" if sa >= 0.8 else "incorrect", False))
-            curr_rows.append((q, sb, "correct" if sb >= 0.8 else "incorrect", False))
-    cmp = paired_comparison(frame(prev_rows), frame(curr_rows))
-    pq = cmp.per_question.set_index("symptom_id")
-    assert pq.loc["up", "change"] == "improved"
-    assert pq.loc["down", "change"] == "worsened"
-    assert pq.loc["same", "change"] == "unchanged"
-    assert pq.loc["up", "acc_prev"] == 0.0 and pq.loc["up", "acc_curr"] == 1.0
-    assert (pq.loc["up", "status_prev"], pq.loc["up", "status_curr"]) == ("unsolved", "solved")
-    assert list(cmp.improved()["symptom_id"]) == ["up"]
-    assert list(cmp.worsened()["symptom_id"]) == ["down"]
-    o = cmp.overall
-    assert (o["improved"], o["worsened"], o["newly_solved"], o["forgotten"]) == (1, 1, 1, 1)
-    assert o["delta"] == pytest.approx(pq["delta"].mean())
-    assert o["delta_lo"] <= o["delta"] <= o["delta_hi"]
-
-
-def test_paired_comparison_needs_shared_questions():
-    with pytest.raises(ValueError, match="share no question"):
-        paired_comparison(frame([("a", 1.0, "correct", False)]), frame([("b", 1.0, "correct", False)]))
-
-
-def test_iteration_table_has_the_seeds_columns(two_questions):
+def test_iteration_table_japanese_and_with_counts(two_questions):
     o = summarise(two_questions, n_boot=100).overall
-    table = iteration_table({"iter0": o, "iter1": o})
-    for col in ("イテレーション", "平均スコア", "標準偏差", "正答率 (≥0.8)", "有害率", "Correct", "Partially Correct", "Incorrect", "Unsafe"):
-        assert col in table.columns
-    assert list(table["イテレーション"]) == ["iter0", "iter1"]
-    assert table.loc[0, "正答率 (≥0.8)"].startswith("66.7% (4/6)")
-    assert table.loc[0, "解けた質問 (平均≥0.8)"] == "1/2"
-    raw = iteration_table({"iter0": o}, formatted=False)
-    assert raw.loc[0, "accuracy"] == pytest.approx(4 / 6)
+    table = iteration_table({"baseline": o}, stage_names={"baseline": "学習前"})
+    assert list(table.columns) == ["段階", "平均スコア", "正答率（スコア≥0.8）", "有害提案率", "正解", "部分的に正解",
+                                   "不正解", "危険", "解けた質問"]
+    row = table.iloc[0]
+    assert row["段階"] == "学習前" and row["解けた質問"] == "1/2" and "(4/6)" in row["正答率（スコア≥0.8）"]
+    assert "(1/6)" in row["有害提案率"]
+
+
+def test_comparison_table_marks_replayed_forgotten_questions():
+    before = {"a": (30, 30), "b": (30, 30), "c": (0, 30)}
+    after = {"a": (0, 30), "b": (0, 30), "c": (0, 30)}
+    cmps = compare_stages({("iter1", "iter2"): _pair(before, after)}, n_boot=2000)
+    table = comparison_table(cmps, LoopConfig(iterations=2), {"iter2": ["b"]})
+    assert table.iloc[0]["解けていたのに悪化（忘却）"] == "a、b（リプレイ済み）"
+    # 1/27 of the resamples draw only "c" (difference 0), so the interval reaches 0: worse on some, not worse
+    assert table.iloc[0]["判定"] == "一部の質問で悪くなった"
+    assert table.iloc[0]["比較"] == "反復1 → 反復2"
+
+
+def test_a_verdict_across_seeds_needs_every_seed_to_agree():
+    from course_lib.level3.metrics import across_seeds
+
+    better = {"a": (0, 30), "b": (0, 30), "c": (0, 30)}, {"a": (30, 30), "b": (30, 30), "c": (30, 30)}
+    flat = {"a": (15, 30), "b": (15, 30), "c": (15, 30)}, {"a": (15, 30), "b": (15, 30), "c": (15, 30)}
+    same = compare_stages({0: _pair(*better), 1: _pair(*better), 2: _pair(*better)}, n_boot=200)
+    rows, verdict = across_seeds(same)
+    assert verdict == "better" and list(rows["seed"]) == [0, 1, 2] and (rows["mean_diff"] == 1.0).all()
+    mixed = compare_stages({0: _pair(*better), 1: _pair(*flat), 2: _pair(*better)}, n_boot=200)
+    assert across_seeds(mixed)[1] == "mixed_across_seeds"

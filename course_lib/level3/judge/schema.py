@@ -186,6 +186,13 @@ class Grade:
                    meta=dict(meta or {}))
 
     @property
+    def unrecognised(self) -> list[str]:
+        """Drug names in the answer that the judge could not resolve (``meta["unrecognised"]``;
+        empty when the judge records none). Not part of ``to_dict()``: a grade that names one
+        is one a person should review."""
+        return list(self.meta.get("unrecognised", []))
+
+    @property
     def is_accurate(self) -> bool:
         """Counts as correct for the seed's accuracy rate (``overall_score >= 0.8``)."""
         return self.overall_score >= ACCURACY_THRESHOLD

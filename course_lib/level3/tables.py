@@ -1,0 +1,53 @@
+"""Japanese tables for the level-3 page and report: stage names, verdict labels, comparisons.
+
+Labels only: the sentences that interpret the numbers live in the lesson.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import pandas as pd
+
+from .config import BASELINE, CONTROL, LoopConfig
+from .metrics import Comparison
+
+VERDICT_JA = {
+    "better": "良くなった",
+    "worse": "悪くなった",
+    "worse_on_some": "一部の質問で悪くなった",
+    "no_clear_difference": "はっきりした差はない",
+    "mixed_across_seeds": "シードによって結果が違う",
+}
+
+
+def stage_names(config: LoopConfig) -> dict[str, str]:
+    """Japanese stage names from the stage plan: 学習前, 反復0 (初回SFT), 反復1, …, 対照."""
+    names = {}
+    for st in config.plan():
+        if st.kind == BASELINE:
+            names[st.name] = "学習前"
+        elif st.kind == CONTROL:
+            names[st.name] = "対照（同計算量SFT）"
+        else:
+            names[st.name] = f"反復{st.k}" + ("（初回SFT）" if st.k == 0 else "")
+    return names
+
+
+def comparison_table(comparisons: Mapping[tuple[str, str], Comparison], config: LoopConfig,
+                     replayed: Mapping[str, list[str]] | None = None) -> pd.DataFrame:
+    """One row per compared pair: the paired accuracy difference with its interval, the questions
+    that changed significantly (Holm over the whole table), forgetting with replay marks, the verdict."""
+    names = stage_names(config)
+    rows = []
+    for (a, b), c in comparisons.items():
+        rep = set((replayed or {}).get(b, []))
+        forgot = [f"{q}{'（リプレイ済み）' if q in rep else ''}" for q in c.forgotten]
+        rows.append({
+            "比較": f"{names.get(a, a)} → {names.get(b, b)}",
+            "正答率の差（質問の平均）": f"{c.overall.mean_diff:+.1%} [{c.overall.lo:+.1%}, {c.overall.hi:+.1%}]",
+            "有意に改善": len(c.verdict.improved),
+            "有意に悪化": len(c.verdict.worsened),
+            "解けていたのに悪化（忘却）": "、".join(forgot) or "なし",
+            "判定": VERDICT_JA[c.verdict.verdict],
+        })
+    return pd.DataFrame(rows)
