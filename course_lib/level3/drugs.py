@@ -69,8 +69,9 @@ GROUPS = (
     "cold_remedy", "expectorant", "antitussive", "antacid", "h2", "ppi",
 )
 
-# Conditions under which a package insert rules a drug out (禁忌, or the OTC insert's
-# 「してはいけないこと」): ``contraindicated_in`` in drugs.jsonl. Each key has the Japanese
+# Conditions under which a package insert rules a drug out (禁忌, the OTC insert's
+# 「してはいけないこと」, or an instruction not to: 運転させないこと, 授乳を避けさせること):
+# ``contraindicated_in`` in drugs.jsonl. Each key has the Japanese
 # label used in judge reasons and a pattern for how an answer names the condition.
 CONDITIONS: dict[str, tuple[str, str]] = {
     "pregnancy": ("妊娠中（特に妊娠後期）", r"妊娠|妊婦"),

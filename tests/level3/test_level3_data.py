@@ -16,8 +16,8 @@ from course_lib.level3.data import (
     load_drug_index, load_drugs, load_paraphrases, load_references, load_symptoms,
     load_train_initial, make_question, parse_response,
 )
-from course_lib.level3.drugs import Drug, DrugIndex
-from course_lib.level3.judge.gold import GOLD_CATEGORIES, load_judge_gold
+from course_lib.level3.drugs import CONDITIONS, GROUPS, Drug, DrugIndex
+from course_lib.level3.judge.gold import GOLD_CATEGORIES, REDTEAM_CATEGORIES, load_judge_gold, load_judge_redteam
 
 from course_lib.paths import REPO_ROOT
 
@@ -47,10 +47,11 @@ SEED_SYMPTOMS = [
 
 def test_every_file_has_jsonl_extension_and_loads():
     files = sorted(p.name for p in LEVEL3_DIR.iterdir() if p.suffix == ".jsonl")
-    assert files == ["drugs.jsonl", "judge_gold.jsonl", "paraphrases.jsonl", "references.jsonl",
+    assert files == ["drugs.jsonl", "judge_gold.jsonl", "judge_redteam.jsonl", "paraphrases.jsonl", "references.jsonl",
                      "symptoms.jsonl", "train_initial.jsonl"]
     assert {p.suffix for p in LEVEL3_DIR.iterdir()} <= {".jsonl", ".md"}
-    for loader in (load_symptoms, load_paraphrases, load_drugs, load_references, load_train_initial, load_judge_gold):
+    for loader in (load_symptoms, load_paraphrases, load_drugs, load_references, load_train_initial, load_judge_gold,
+                   load_judge_redteam):
         assert loader(), loader.__name__
 
 
@@ -103,8 +104,16 @@ def test_drug_kb_covers_the_aliases_named_in_the_issue():
     ("ロキソプロフェンナトリウム錠60mg", "ロキソプロフェン"),
     ("アセトアミノフェン（カロナール）", "アセトアミノフェン"),
     ("ばくもんどうとう", "麦門冬湯"),               # hiragana
-    ("ボルタレンゲル", "ジクロフェナク"),
+    ("ボルタレンゲル", "ジクロフェナク外用剤"),        # a gel is the topical entry, not oral diclofenac
+    ("ロキソプロフェンナトリウムテープ", "ロキソプロフェン外用剤"),
+    ("ボルタレン", "ジクロフェナク"),                # the bare brand is the oral drug
     ("L-カルボシステイン", "カルボシステイン"),
+    ("アセトアミノヘン", "アセトアミノフェン"),         # phonetic misspelling
+    ("Tylenol", "アセトアミノフェン"),               # English brands
+    ("Allegra", "フェキソフェナジン"),
+    ("リンデロン錠", "ベタメタゾン"),                  # oral steroid brand ...
+    ("リンデロンV軟膏", "ステロイド外用薬"),            # ... and its ointment, a different product
+    ("ケナコルト注射", "トリアムシノロン"),
 ])
 def test_drug_index_tolerates_width_kana_and_suffix_variants(written, generic):
     assert load_drug_index().resolve(written).drug.generic == generic
@@ -116,11 +125,20 @@ def test_drug_index_does_not_invent_drugs():
         assert index.resolve(name) is None, name
 
 
+OPTIONAL_FACTS = {  # optional KB field -> the `sources` fact that must give its source type
+    "max_single_mg": "dose", "max_daily_mg": "dose", "unit_mg": "dose", "min_interval_h": "dose",
+    "schedule": "schedule", "contraindicated_in": "contraindications", "interactions": "interactions",
+}
+
+
 def test_drug_kb_records_sources_and_unsafe_cases():
     drugs = {d["generic"]: d for d in load_drugs()}
     for d in drugs.values():
-        assert set(d["sources"]) == set(DRUG_FACTS)
+        assert set(DRUG_FACTS) <= set(d["sources"]) <= set(DRUG_FACTS) | set(OPTIONAL_FACTS.values()), d["id"]
         assert set(d["sources"].values()) <= set(SOURCE_TYPES)
+        for fname, fact in OPTIONAL_FACTS.items():
+            if d.get(fname):
+                assert fact in d["sources"], (d["id"], fname)
     all_ids = {f"s{i:02d}" for i in range(1, 16)}
     for generic in ("ワルファリン", "プレドニゾロン", "モルヒネ", "オキシコドン"):
         assert set(drugs[generic]["unsafe_for"]) == all_ids, generic
@@ -128,6 +146,73 @@ def test_drug_kb_records_sources_and_unsafe_cases():
     assert "s15" in drugs["ロキソプロフェン"]["unsafe_for"]       # NSAID for epigastric pain
     assert "s09" in drugs["トラネキサム酸"]["appropriate_for"]    # accepted anti-inflammatory use in Japan
     assert not drugs["フルチカゾン"]["unsafe_for"]              # a nasal steroid is not a systemic steroid
+
+
+# class entry -> the group whose non-class members it stands for
+CLASS_GROUPS = {
+    "class_nsaids": "nsaid", "class_analgesics": "analgesic", "class_triptans": "triptan",
+    "class_topical_nsaids": "topical_nsaid", "class_antihistamines": "antihistamine", "class_expectorants": "expectorant",
+    "class_antitussives": "antitussive", "class_antacids": "antacid", "class_h2": "h2", "class_ppi": "ppi",
+    "class_nasal_steroids": "nasal_steroid", "class_antibiotics": "antibiotic", "oral_steroid": "systemic_steroid",
+    "class_hypnotics": "hypnotic", "class_benzodiazepines": "benzodiazepine", "class_narcotics": "narcotic",
+    "class_opioids": "opioid", "class_maoi": "maoi",
+}
+
+
+def test_class_rows_are_consistent_with_their_members():
+    index = load_drug_index()
+    for cid, group in CLASS_GROUPS.items():
+        c, members = index.get(cid), index.members(group)
+        assert c.kind == "class" and group in c.groups and members, cid
+        assert c.unsafe_for == frozenset.intersection(*(m.unsafe_for for m in members)), cid
+        usable = frozenset.union(*(m.appropriate_for | m.acceptable_for for m in members))
+        assert frozenset.union(*(m.appropriate_for for m in members)) <= c.appropriate_for | c.acceptable_for, cid
+        assert c.appropriate_for | c.acceptable_for <= usable, cid
+        if all(m.availability == "rx" for m in members):
+            assert c.availability == "rx", cid  # no OTC triptan, systemic antibiotic, PPI, hypnotic...
+    for d in index:
+        assert d.groups <= set(GROUPS) and d.contraindicated_in <= set(CONDITIONS) and set(d.interactions) <= set(GROUPS)
+
+
+def test_drug_kb_safety_facts():
+    index = load_drug_index()
+    d = {x.id: x for x in index}
+    all_ids = {f"s{i:02d}" for i in range(1, 16)}
+    for nsaid in index.members("nsaid"):  # every oral NSAID: late pregnancy, and epigastric pain
+        assert "妊" in nsaid.cautions and "s15" in nsaid.unsafe_for, nsaid.id
+        if nsaid.id != "ethenzamide":  # an OTC combination ingredient: recorded as "ask first" only
+            assert "pregnancy" in nsaid.contraindicated_in, nsaid.id
+    assert "pregnancy" in d["ketoprofen"].contraindicated_in and "2014" in d["ketoprofen"].cautions
+    assert {"child_under_15", "pregnancy"} <= d["aspirin"].contraindicated_in and "12週" in d["aspirin"].cautions
+    assert d["aspirin_antiplatelet"].unsafe_for == all_ids and index.resolve("バイアスピリン").drug.id == "aspirin_antiplatelet"
+    assert "epilepsy" in d["ketotifen"].contraindicated_in
+    for t in index.members("triptan"):
+        assert t.availability == "rx" and {"ergotamine", "triptan"} <= set(t.interactions), t.id
+        assert t.max_daily_mg and t.min_interval_h
+    assert {t.id for t in index.members("triptan") if "maoi" in t.interactions} == {"sumatriptan", "zolmitriptan", "rizatriptan"}
+    assert d["class_antibiotics"].availability == "rx"
+    assert "2025" in d["domperidone"].cautions and "pregnancy" not in d["domperidone"].contraindicated_in
+    assert {"hypertension", "heart_disease", "glaucoma", "prostate"} <= d["pseudoephedrine"].contraindicated_in
+    for c in ("codeine", "dihydrocodeine"):
+        assert {"breastfeeding", "post_tonsillectomy_under_18", "child_under_12"} <= d[c].contraindicated_in
+    # one policy for opioids, benzodiazepines and Z-drugs: unsafe for self-care symptoms, except where the
+    # insert lists the condition (chronic low back pain for tramadol, buprenorphine, diazepam, etizolam)
+    for group in ("opioid", "benzodiazepine", "z_drug"):
+        for x in index.members(group):
+            expected = all_ids - {"s10"} if x.id in ("tramadol", "buprenorphine", "diazepam", "etizolam") else all_ids
+            assert x.unsafe_for == expected and x.availability == "rx", x.id
+    for x in index.members("systemic_steroid"):
+        assert x.unsafe_for == all_ids, x.id
+    assert d["methotrexate"].schedule == "weekly"
+    for name, generic in (("メドロール", "メチルプレドニゾロン"), ("デパス", "エチゾラム"), ("マイスリー", "ゾルピデム"),
+                          ("ソセゴン", "ペンタゾシン"), ("タペンタ", "タペンタドール"), ("ナルサス", "ヒドロモルフォン"),
+                          ("睡眠薬", "睡眠薬"), ("医療用麻薬", "医療用麻薬"), ("ステロイドの飲み薬", "副腎皮質ステロイド（内服）"),
+                          ("抗生物質", "抗菌薬"), ("エテンザミド", "エテンザミド"), ("ロペラミド", "ロペラミド"),
+                          ("アリルイソプロピルアセチル尿素", "アリルイソプロピルアセチル尿素")):
+        assert index.resolve(name).drug.generic == generic, name
+    assert d["acetaminophen"].max_daily_mg == 4000 and d["loxoprofen"].max_daily_mg == 180
+    assert d["sumatriptan"].interaction_with(d["ergotamine"]) and d["ibuprofen"].interaction_with(d["warfarin"])
+    assert d["acetaminophen"].interaction_with(d["fexofenadine"]) is None
 
 
 def test_ambiguous_alias_is_rejected():
@@ -189,15 +274,40 @@ def test_judge_gold_coverage_and_names():
         assert g["expected_harmful"] == (g["expected_label"] == "unsafe")
 
 
+def test_judge_redteam_coverage():
+    rt = load_judge_redteam()
+    assert len(rt) >= 200 and set(r["category"] for r in rt) == set(REDTEAM_CATEGORIES)
+    assert all(r["expected_harmful"] == (r["expected_label"] == "unsafe") for r in rt)
+    assert min(Counter(r["symptom_id"] for r in rt).values()) >= 11
+
+
+def test_redteam_loader_reports_file_line_and_field(tmp_path):
+    rt = load_judge_redteam()
+    symptoms = {s["id"]: s for s in load_symptoms()}
+    other = "s02" if rt[0]["symptom_id"] != "s02" else "s03"
+    cases = [
+        (dict(rt[1], question=symptoms[other]["question"]), r"judge_redteam\.jsonl:2: field 'question'"),
+        (dict(rt[1], expected_label="unsafe", expected_harmful=False), r":2: field 'expected_harmful'"),
+        (dict(rt[1], expected_label="correct", expected_harmful=True), r":2: field 'expected_label'"),
+        (dict(rt[1], category="other"), r":2: field 'category'"),
+        ({k: v for k, v in rt[1].items() if k != "why"}, r":2: field 'why'"),
+    ]
+    for bad, pattern in cases:
+        with pytest.raises(DatasetError, match=pattern):
+            load_judge_redteam(_write(tmp_path / "judge_redteam.jsonl", [rt[0], bad]))
+
+
 def test_readme_documents_schema_licence_and_disclaimer():
     text = (LEVEL3_DIR / "README.md").read_text(encoding="utf-8")
     for needle in ("CC BY 4.0", "医療上の助言ではありません", "not medical advice", "pharmacist", "薬剤師",
                    "written by this project"):
         assert needle in text, needle
     for name in ("symptoms.jsonl", "paraphrases.jsonl", "drugs.jsonl", "references.jsonl", "train_initial.jsonl",
-                 "judge_gold.jsonl"):
+                 "judge_gold.jsonl", "judge_redteam.jsonl", "load_judge_redteam"):
         assert name in text
-    for fname in ("symptom_id", "appropriate_for", "unsafe_for", "sources", "expected_label", "score_min"):
+    for fname in ("symptom_id", "appropriate_for", "unsafe_for", "sources", "expected_label", "score_min",
+                  "groups", "topical_form", "max_daily_mg", "unit_mg", "min_interval_h", "schedule", "contraindicated_in",
+                  "interactions"):
         assert f"`{fname}`" in text
 
 
@@ -229,7 +339,8 @@ def test_files_validate_with_the_plain_generic_loader():
 
     for name, schema in (("symptoms", medical.SYMPTOM_SCHEMA), ("paraphrases", medical.PARAPHRASE_SCHEMA),
                          ("drugs", medical.DRUG_SCHEMA), ("references", medical.REFERENCE_SCHEMA),
-                         ("train_initial", medical.TRAIN_SCHEMA), ("judge_gold", gold.GOLD_SCHEMA)):
+                         ("train_initial", medical.TRAIN_SCHEMA), ("judge_gold", gold.GOLD_SCHEMA),
+                         ("judge_redteam", gold.REDTEAM_SCHEMA)):
         records = load_jsonl(LEVEL3_DIR / f"{name}.jsonl", schema)
         assert len({r["id"] for r in records}) == len(records)
         assert all(re.fullmatch(r"[A-Za-z0-9_\-]+", r["id"]) for r in records)

@@ -228,3 +228,26 @@ def test_agreement_report_counts_judge_errors_separately(server, tmp_path):
     assert report.label_accuracy == pytest.approx(
         sum(rubric.items["label_agrees"].drop(index=3)) / 11)  # the error is not counted as a grade
     assert gold[3]["id"] in set(report.disagreements["id"])
+
+
+def test_system_prompt_states_the_rubric_v2_criteria():
+    from course_lib.level3.judge.openai_judge import PROMPT_VERSION, SYSTEM_PROMPT
+
+    for needle in ("上限", "1日量", "使わないでください", "避けて", "相談", "比較", "エルゴタミン", "トリプタン同士", "MAO阻害薬",
+                   "かぜ薬", "抗凝固薬", "妊娠中", "禁忌", "外用", "リンデロンV軟膏", "全身性ステロイド", "知らない名前", "危険な分類",
+                   "睡眠薬", "医療用麻薬", "4つ目", "[理由]", "重複", "トラネキサム酸", "unsafe"):
+        assert needle in SYSTEM_PROMPT, needle
+    assert PROMPT_VERSION.startswith("v1-") and len(PROMPT_VERSION) == 11  # the hash follows the prompt
+
+
+def test_agreement_report_on_redteam_records(server, tmp_path):
+    from course_lib.level3.judge.gold import load_judge_redteam
+
+    records = load_judge_redteam()[:8]
+    judge = OpenAIJudge(api_key=KEY, base_url=server.url, cache_dir=tmp_path)
+    report = agreement_report(judge, records)  # the fake server grades with the rubric
+    assert report.n == 8 and report.n_errors == 0
+    assert report.n_label_agree == round(report.label_accuracy * 8)
+    assert report.n_harmful == sum(r["expected_harmful"] for r in records)
+    assert report.score_band_agreement != report.score_band_agreement  # nan: no band in the red-team set
+    assert list(report.by_category()["n"]) == [8]

@@ -17,7 +17,7 @@ import os
 from .agreement import AgreementReport, agreement_report, cohen_kappa, self_consistency
 from .base import GradeRequest, Judge, as_request
 from .cache import JudgeCache, cache_key
-from .gold import load_judge_gold
+from .gold import load_judge_gold, load_judge_redteam
 from .openai_judge import DEFAULT_MODEL, MISSING_KEY_MESSAGE, PROMPT_VERSION, SYSTEM_PROMPT, OpenAIJudge, Usage
 from .rubric import RUBRIC_VERSION, RubricJudge
 from .schema import (
@@ -59,6 +59,6 @@ __all__ = [
     "make_judge", "JUDGES", "RubricJudge", "OpenAIJudge", "Grade", "DrugGrade", "JudgeError", "JudgeConfigError",
     "GradeValidationError", "validate_grade_dict", "GRADE_JSON_SCHEMA", "REPLY_JSON_SCHEMA", "LABELS", "DRUG_LABELS",
     "ACCURACY_THRESHOLD", "agreement_report", "AgreementReport", "self_consistency", "cohen_kappa", "JudgeCache",
-    "cache_key", "Judge", "GradeRequest", "as_request", "load_judge_gold", "DEFAULT_MODEL", "PROMPT_VERSION", "SYSTEM_PROMPT", "MISSING_KEY_MESSAGE",
+    "cache_key", "Judge", "GradeRequest", "as_request", "load_judge_gold", "load_judge_redteam", "DEFAULT_MODEL", "PROMPT_VERSION", "SYSTEM_PROMPT", "MISSING_KEY_MESSAGE",
     "RUBRIC_VERSION", "Usage",
 ]
