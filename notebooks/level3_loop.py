@@ -553,29 +553,69 @@ plt.show()
 # ## 10. 採点者はどこまで信頼できるか
 #
 # ここまでの数値はすべて採点者の判定に依存しています。元の実験では、GPT がトラネキサム酸（のどの痛みに使われる）を
-# 「不適切」と判定した例が報告されています（§6.4.2、論点2）。そこで、人が正解ラベルを付けた回答集（`judge_gold`）で
-# 採点者を採点します。特に大事なのは **有害な回答を見逃さないか**（有害回答の再現率、harmful recall）です。
+# 「不適切」と判定した例が報告されています（§6.4.2、論点2）。そこで、正解の判定が分かっている2つの回答集で採点者を採点します。
+#
+# - **ゴールドセット（`judge_gold`）**: コースの薬の知識ベースから書いた回答と、その正しい判定です。
+#   ここでの一致率は「知識ベースとどれだけ一貫しているか」を測るもので、医学的な正しさを保証するものではありません。
+# - **レッドチームセット（`judge_redteam`）**: 採点の規則を直す前に、採点者がつまずきそうな回答
+#   （理由の中の危険な用量、警告の文、知識ベースにない薬の名前など）を集めて書いたものです。
+#   ただし、今の規則はこの回答集を見たあとで作ったので、ここでの一致率は「開発に使ったデータでの一致率」です。
+#
+# 特に大事なのは **有害な回答を見逃さないか**（有害回答の再現率、harmful recall）です。
+# 区間は件数から求めた正確な 95% 信頼区間（Clopper–Pearson）です。
 
 # %%
 import os
 
-from course_lib.level3.judge import RubricJudge, agreement_report, load_judge_gold
+from course_lib.level3.judge import RubricJudge, agreement_report, load_judge_gold, load_judge_redteam
 
-gold = load_judge_gold()
-rubric_agreement = agreement_report(RubricJudge(), gold)
-summaries = [rubric_agreement.summary()]
+judge_sets = {"ゴールドセット": load_judge_gold(), "レッドチームセット": load_judge_redteam()}
+judges = {"rubric": RubricJudge()}
 if os.environ.get("OPENAI_API_KEY"):
-    openai_judge = make_judge("openai")
-    print(openai_judge.grade_many([(x["question"], x["answer"]) for x in gold], dry_run=True))
-    summaries.append(agreement_report(openai_judge, gold).summary())
+    judges["openai"] = make_judge("openai")
+    print(judges["openai"].grade_many([(x["question"], x["answer"]) for x in judge_sets["ゴールドセット"]], dry_run=True))
 else:
     print("OPENAI_API_KEY が設定されていないため、OpenAI 採点者の評価は省略します。")
-display(pd.DataFrame(summaries).style.hide(axis="index").format(precision=3))
+agreement_rows, reports = [], {}
+for judge_name, judge_obj in judges.items():
+    for set_name, records in judge_sets.items():
+        r = agreement_report(judge_obj, records)
+        reports[(judge_name, set_name)] = r
+        agreement_rows.append({
+            "採点者": judge_name, "回答集": set_name,
+            "判定の一致": f"{r.n_label_agree}/{r.n - r.n_errors}（{r.label_accuracy:.1%} [{r.label_accuracy_ci[0]:.1%}, {r.label_accuracy_ci[1]:.1%}]）",
+            "有害回答の再現率": f"{r.n_harmful_caught}/{r.n_harmful}（{r.harmful_recall:.1%} [{r.harmful_recall_ci[0]:.1%}, {r.harmful_recall_ci[1]:.1%}]）",
+            "有害でない回答を有害と判定": f"{r.n_false_harmful}/{r.n_not_harmful}",
+            "κ": f"{r.cohen_kappa:.3f}",
+        })
+display(pd.DataFrame(agreement_rows).style.hide(axis="index"))
+rubric_agreement = reports[("rubric", "ゴールドセット")]
 display(rubric_agreement.confusion_ja())
 
 # %% [markdown]
-# rubric 採点者は知識ベースに書かれたことしか判定できません。正解ラベル付きの回答集も同じ知識ベースから書いたものなので、
-# ここでの一致率は「知識ベースとの一貫性」を測ったもので、医学的な正しさを保証するものではありません。
+# レッドチームセットの種類ごとの一致です。どの種類の回答で採点者が弱いかが分かります。
+
+# %%
+CATEGORY_JA = {"dangerous_reason": "理由の中の危険な内容", "unknown_dangerous_name": "知識ベースにない危険な薬",
+               "mention_in_reason": "理由の中で触れただけの薬", "warning_not_recommendation": "すすめではなく警告",
+               "format": "形式", "names_routes": "名前の表記・使い方（外用／内服）", "control": "ふつうの回答（対照）"}
+by_category = reports[("rubric", "レッドチームセット")].by_category()
+display(pd.DataFrame({
+    "種類": by_category["category"].map(CATEGORY_JA),
+    "判定の一致": [f"{k}/{n}" for k, n in zip(by_category["n_label_agree"], by_category["n"])],
+    "95%区間": [f"[{lo:.0%}, {hi:.0%}]" for lo, hi in zip(by_category["ci_low"], by_category["ci_high"])],
+    "有害回答の検出": [f"{k}/{n}" for k, n in zip(by_category["n_harmful_caught"], by_category["n_harmful"])],
+}).style.hide(axis="index"))
+misses = reports[("rubric", "レッドチームセット")].disagreements
+print(f"一致しなかった回答: {len(misses)} 件" + ("（下の表）" if len(misses) else ""))
+if len(misses):
+    display(misses[["id", "category", "gold_label", "judge_label"]].head(5)
+            .rename(columns={"id": "ID", "category": "種類", "gold_label": "正しい判定", "judge_label": "採点者の判定"})
+            .style.hide(axis="index"))
+
+# %% [markdown]
+# rubric 採点者は知識ベースに書かれたことしか判定できません。知識ベースにない名前は、黙って誤判定せず
+# 「要確認（未知の名前）」として数えます（6 章の表の最後の列）。
 # LLM 採点者は文章の質も見られますが、判定が揺れたり、知識ベースと違う判断をしたりします。
 # どちらの結果も「その採点者から見た」数値です。
 

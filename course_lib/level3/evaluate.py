@@ -63,13 +63,14 @@ class Grader:
             self._grade_pending(todo, desc)
         rows = []
         for g in gens:
-            grade = (cache.get(g["key"]) or {}).get("grade")
+            record = cache.get(g["key"]) or {}
+            grade = record.get("grade")
             if grade is None:
                 continue  # a judge error: recorded in judge_errors.jsonl, retried on the next run
             rows.append({k: g[k] for k in ("split", "item_id", "symptom_id", "sample", "key")} | {
                 "score": float(grade["overall_score"]), "label": grade["overall_label"],
                 "harmful": bool(grade["overall_is_harmful"]), "reason": grade["overall_reason"],
-                "drugs": grade["drugs"]})
+                "drugs": grade["drugs"], "needs_review": bool(record.get("unrecognised"))})
         return rows
 
     def _grade_pending(self, todo: list[dict], desc: str) -> None:
@@ -96,7 +97,8 @@ class Grader:
         d = res.to_dict()
         d.pop("question", None)
         d.pop("model_answer", None)
-        self.run.cache.put(g["key"], {"grade": d})
+        # names the judge could not resolve: the grade stands, but a person should look at it
+        self.run.cache.put(g["key"], {"grade": d, "unrecognised": list(res.unrecognised)})
         self.calls += 1
 
 

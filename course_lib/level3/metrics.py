@@ -103,6 +103,9 @@ def summarise(grades: pd.DataFrame, by: str = "symptom_id", threshold: float = A
     overall["accuracy_within_lo"], overall["accuracy_within_hi"] = wilson_interval(overall["n_correct"], overall["n"])
     overall["harmful_lo"], overall["harmful_hi"] = clustered_wilson_interval(per_question["n_harmful"].to_numpy(), n)
     overall["mean_lo"], overall["mean_hi"] = cluster_bootstrap_ci(s, grades[by].to_numpy(), n_boot=n_boot, seed=seed)
+    if "needs_review" in grades:  # answers naming something the judge could not resolve
+        overall["n_needs_review"] = int(grades["needs_review"].astype(bool).sum())
+        overall["needs_review_rate"] = overall["n_needs_review"] / overall["n"] if overall["n"] else float("nan")
     overall["questions"] = int(len(per_question))
     overall["solved"] = int(per_question["solved"].sum())
     overall["solved_rate"] = overall["solved"] / overall["questions"] if overall["questions"] else float("nan")
@@ -214,7 +217,7 @@ def iteration_table(overall_by_stage: Mapping[str, Mapping], formatted: bool = T
         if not formatted:
             rows.append({"stage": stage, **{k: o.get(k) for k in ("mean", "std", "accuracy", "accuracy_lo", "accuracy_hi",
                                                                  "harmful_rate", "harmful_lo", "harmful_hi", *LABELS,
-                                                                 "solved", "questions", "n")}})
+                                                                 "solved", "questions", "n", "needs_review_rate")}})
             continue
         rows.append({
             "段階": (stage_names or {}).get(stage, stage),
@@ -223,6 +226,7 @@ def iteration_table(overall_by_stage: Mapping[str, Mapping], formatted: bool = T
             "有害提案率": f"{_pct_ci(o['harmful_rate'], o['harmful_lo'], o['harmful_hi'])} ({o['n_harmful']}/{o['n']})",
             **{LABELS_JA[lab]: o[lab] for lab in LABELS},
             "解けた質問": f"{o['solved']}/{o['questions']}",
+            **({"要確認（未知の名前）": f"{o['n_needs_review']}/{o['n']}"} if "n_needs_review" in o else {}),
         })
     return pd.DataFrame(rows)
 

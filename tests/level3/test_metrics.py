@@ -167,3 +167,11 @@ def test_a_verdict_across_seeds_needs_every_seed_to_agree():
     assert verdict == "better" and list(rows["seed"]) == [0, 1, 2] and (rows["mean_diff"] == 1.0).all()
     mixed = compare_stages({0: _pair(*better), 1: _pair(*flat), 2: _pair(*better)}, n_boot=200)
     assert across_seeds(mixed)[1] == "mixed_across_seeds"
+
+
+def test_needs_review_rate_counts_answers_with_unresolved_names(two_questions):
+    graded = two_questions.assign(needs_review=[True, False, False, True, False, False])
+    o = summarise(graded, n_boot=50).overall
+    assert o["n_needs_review"] == 2 and o["needs_review_rate"] == pytest.approx(2 / 6)
+    assert "要確認（未知の名前）" in iteration_table({"iter0": o}).columns
+    assert "n_needs_review" not in summarise(two_questions, n_boot=50).overall  # a judge that reports none
