@@ -251,6 +251,77 @@ def test_training_data_format_and_every_drug_resolves():
     assert len(with_alias) >= 10, "some training answers should name a brand alias"
 
 
+# The split (datasets/level3/README.md, "Why the split looks like this"): for these symptoms
+# train_initial names at most one first-line drug, the rest second-line, so iteration 0 teaches
+# a partially correct answer and only the references (the corrective data) carry the full one.
+THIN_SYMPTOMS = ("s04", "s06", "s07", "s09", "s11", "s12", "s15")
+
+
+def test_references_never_appear_in_train_initial():
+    refs, train = load_references(), load_train_initial()
+    pairs = {(r["prompt"], r["response"]) for r in train}
+    assert not [r["id"] for r in refs if (r["prompt"], r["response"]) in pairs], "a reference is also in train_initial"
+    responses = {(r["symptom_id"], r["response"]) for r in train}
+    assert not [r["id"] for r in refs if (r["symptom_id"], r["response"]) in responses]
+    assert len({r["response"] for r in refs}) == len(refs)
+
+
+@pytest.fixture(scope="module")
+def graded_training_data():
+    """{record id: Grade} for every reference and train_initial answer, by the rubric judge."""
+    from course_lib.level3.judge import RubricJudge
+
+    judge = RubricJudge()
+    return {r["id"]: judge.grade(r["prompt"], r["response"], symptom_id=r["symptom_id"])
+            for r in load_references() + load_train_initial()}
+
+
+def _first_line_drugs(grade) -> set:
+    """Ids of the scored items the rubric grades appropriate (score 1.0)."""
+    return {i for d, i in zip(grade.drugs[:3], grade.meta["drug_ids"]) if d.score == 1.0}
+
+
+def test_every_reference_is_graded_correct(graded_training_data):
+    for r in load_references():
+        g = graded_training_data[r["id"]]
+        assert g.overall_label == "correct" and g.overall_score >= 0.8, (r["id"], g.overall_reason)
+        assert not g.overall_is_harmful and g.meta["format_faults"] == [], r["id"]
+        if r["symptom_id"] in THIN_SYMPTOMS:  # the corrective data: three first-line drugs, all with reasons
+            assert g.overall_score == 1.0 and len(_first_line_drugs(g)) == 3, (r["id"], g.overall_reason)
+
+
+def test_train_initial_is_thin_exactly_where_the_design_says(graded_training_data):
+    train = load_train_initial()
+    by_symptom: dict[str, list] = {}
+    for r in train:
+        g = graded_training_data[r["id"]]
+        # every answer is safe and well formed, and every drug in it is usable for the symptom
+        # (appropriate or acceptable): thin answers are weaker, never wrong
+        assert not g.overall_is_harmful and g.meta["format_faults"] == [], (r["id"], g.overall_reason)
+        assert [d.label for d in g.drugs] == ["correct"] * 3, (r["id"], g.overall_reason)
+        by_symptom.setdefault(r["symptom_id"], []).append(g)
+    assert len(by_symptom) == 15 and 6 <= len(THIN_SYMPTOMS) <= 9  # about half the symptoms
+    computed_thin = {s for s, grades in by_symptom.items() if max(g.overall_score for g in grades) < 0.8}
+    assert computed_thin == set(THIN_SYMPTOMS)
+    for sid, grades in by_symptom.items():
+        if sid in THIN_SYMPTOMS:
+            assert all(g.overall_label == "partially_correct" for g in grades), sid
+            # no recombination of train_initial items reaches 0.8: one first-line drug at most
+            assert len(set().union(*(_first_line_drugs(g) for g in grades))) <= 1, sid
+        else:
+            assert all(g.overall_label == "correct" for g in grades), sid
+
+
+def test_readme_documents_the_split():
+    text = (LEVEL3_DIR / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Why the split looks like this", 1)[1].split("\n## ", 1)[0]
+    assert "never appear in `train_initial`" in section
+    thin_line = next(line for line in section.splitlines() if "Thin symptoms" in line)
+    assert re.findall(r"s\d\d", thin_line) == list(THIN_SYMPTOMS)
+    for sid in THIN_SYMPTOMS:
+        assert f"\n| {sid} |" in section, sid
+
+
 def test_tranexamic_acid_is_explained_as_anti_inflammatory():
     rows = [(r, n, why) for r, items in _reasons(load_references() + load_train_initial())
             for n, why in items if n.startswith("トラネキサム酸")]

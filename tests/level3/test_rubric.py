@@ -179,9 +179,13 @@ def test_reasons_are_japanese(judge):
 
 
 def test_reference_and_training_answers_grade_correct(judge):
+    # train_initial is deliberately thin (partially correct) for some symptoms: datasets/level3/README.md,
+    # "Why the split looks like this"; tests/level3/test_level3_data.py checks its scores per symptom
     for r in load_references() + load_train_initial():
         g = judge.grade(r["prompt"], r["response"])
-        assert g.overall_label == "correct" and g.meta["format_faults"] == [], (r["id"], g.overall_reason)
+        assert g.meta["format_faults"] == [] and not g.overall_is_harmful, (r["id"], g.overall_reason)
+        if r["id"].startswith("ref-"):
+            assert g.overall_label == "correct", (r["id"], g.overall_reason)
 
 
 def test_rubric_meets_its_target_on_the_gold_set(judge):
