@@ -8,6 +8,7 @@ what                 default                                override
 datasets             ``<repo>/datasets``                    (none: part of the course)
 built models, judge  ``<repo>/.cache``                      ``COURSE_CACHE_DIR``
 cache
+LLM judge's cache    ``<cache>/judge``                      ``COURSE_JUDGE_CACHE_DIR``
 executed-lesson      ``<repo>/.cache/executed``             ``COURSE_CACHE_DIR`` (its
 cache                                                       ``executed/`` folder)
 level-3 runs         ``<repo>/runs/level3``                 ``COURSE_RUNS_DIR``
@@ -33,6 +34,7 @@ TOC_PATH = REPO_ROOT / "_toc.yml"
 CONFIG_PATH = REPO_ROOT / "_config.yml"
 
 CACHE_ENV = "COURSE_CACHE_DIR"
+JUDGE_CACHE_ENV = "COURSE_JUDGE_CACHE_DIR"
 RUNS_ENV = "COURSE_RUNS_DIR"
 REPORT_ENV = "COURSE_REPORT_DIR"
 QWEN_PATH_ENV = "COURSE_QWEN_PATH"
@@ -45,7 +47,8 @@ def cache_dir() -> Path:
 
 
 def judge_cache_dir() -> Path:
-    return cache_dir() / "judge"
+    """The LLM judge's grade cache: ``$COURSE_JUDGE_CACHE_DIR`` or ``<cache>/judge``."""
+    return Path(os.environ.get(JUDGE_CACHE_ENV) or cache_dir() / "judge")
 
 
 def executed_cache_dir() -> Path:

@@ -130,20 +130,11 @@ def _token_stream(tokenizer, paragraphs: list[str]) -> torch.Tensor:
     return torch.tensor(ids, dtype=torch.long)
 
 
-def build_tiny_model(out_dir: Path | None = None, recipe: TinyRecipe = DEFAULT_RECIPE, progress: bool = True) -> Path:
-    """Train tokenizer and model from scratch and save them; returns the folder."""
-    from transformers import AutoModelForCausalLM, Qwen3Config
+def _qwen3_config(recipe: TinyRecipe, tokenizer):
+    """Qwen3's architecture at the recipe's small sizes, with the tokenizer's special tokens."""
+    from transformers import Qwen3Config
 
-    out_dir = Path(out_dir) if out_dir else tiny_model_dir(recipe)
-    start = time.perf_counter()
-    random.seed(recipe.seed)
-    torch.manual_seed(recipe.seed)
-
-    paragraphs = read_corpus()
-    tokenizer = train_tokenizer(paragraphs, recipe.vocab_size)
-    stream = _token_stream(tokenizer, paragraphs)
-
-    config = Qwen3Config(
+    return Qwen3Config(
         vocab_size=len(tokenizer),
         hidden_size=recipe.hidden_size,
         intermediate_size=recipe.intermediate_size,
@@ -157,10 +148,11 @@ def build_tiny_model(out_dir: Path | None = None, recipe: TinyRecipe = DEFAULT_R
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    model = AutoModelForCausalLM.from_config(config)
-    model.train()
 
-    # Full-parameter pre-training on random windows of the corpus (seeded).
+
+def _pretrain(model, stream: torch.Tensor, recipe: TinyRecipe, progress: bool) -> list[float]:
+    """Full-parameter pre-training on random windows of the corpus (seeded); returns the losses."""
+    model.train()
     gen = torch.Generator().manual_seed(recipe.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.01)
 
@@ -186,8 +178,25 @@ def build_tiny_model(out_dir: Path | None = None, recipe: TinyRecipe = DEFAULT_R
         losses.append(loss.item())
         if step % 20 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
-
     model.eval()
+    return losses
+
+
+def build_tiny_model(out_dir: Path | None = None, recipe: TinyRecipe = DEFAULT_RECIPE, progress: bool = True) -> Path:
+    """Train tokenizer and model from scratch and save them; returns the folder."""
+    from transformers import AutoModelForCausalLM
+
+    out_dir = Path(out_dir) if out_dir else tiny_model_dir(recipe)
+    start = time.perf_counter()
+    random.seed(recipe.seed)
+    torch.manual_seed(recipe.seed)
+
+    paragraphs = read_corpus()
+    tokenizer = train_tokenizer(paragraphs, recipe.vocab_size)
+    stream = _token_stream(tokenizer, paragraphs)
+    model = AutoModelForCausalLM.from_config(_qwen3_config(recipe, tokenizer))
+    losses = _pretrain(model, stream, recipe, progress)
+
     tmp = out_dir.with_name(out_dir.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)

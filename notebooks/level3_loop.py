@@ -25,9 +25,9 @@
 # - **目標**: 「学習 → 生成 → 採点 → 誤答の抽出 → 追加学習」という自己改善ループ（self-improvement loop）を動かし、
 #   その効果を **信頼区間（confidence interval）と検定** つきで測る。ループが効く場面と効かない場面を、数値から判断できるようになる
 # - **前提知識**: [レベル1](level1_basics.ipynb) の LoRA 学習の流れ（学習・生成・アダプターの保存）、
-#   [レベル2](level2_parameters.ipynb) の学習率・エポック数・過学習の考え方、平均と標準偏差
-# - **所要時間**: 読むだけなら約30分。実行は tiny モデル・CPU 2コアで約8分（`quick=True` なら約5分）。
-#   Qwen3-0.6B では GPU を使っても数十分以上かかります
+#   [レベル2](level2_parameters.ipynb) の学習率・エポック数・過学習の考え方、平均と標準偏差（信頼区間や検定は 8.1 節で説明します）
+# - **所要時間**: 計算にかかる時間は、この本を作ったときに測った値が[実行状況](report.md)のページにあります（tiny モデル、CPU）。
+#   Qwen3-0.6B での時間は、このコースではまだ測っていません（GPU が必要です）
 # ```
 #
 # ## この実験の出発点
@@ -72,7 +72,7 @@ import time
 
 t_start = time.perf_counter()
 
-from course_lib.level3.judge import make_judge
+from course_lib.level3.judge import RubricJudge, make_judge
 from course_lib.lesson import show_model_note, start_lesson
 from course_lib.profiles import load_model
 
@@ -133,13 +133,11 @@ display(pd.concat([pd.DataFrame([{"id": data.symptoms[0]["id"], "style": "（元
 # | サンプル数 | 元の質問 N = 30、言い換え各 10 | 元の質問 N = 30、言い換え各 4 |
 # | 生成 | 温度 0.7、top_p 0.9 | 温度 0.7（top_p なし） |
 #
-# tiny モデルは隠れ層の幅が128しかなく、出力層が事前学習の少ない埋め込みと共有されています。
-# 7つの射影層だけに LoRA をかけた場合、学習損失は r = 16 で 3.1、r = 64 でも 1.5 までしか下がらず（30エポック）、
-# 温度 0.7 で生成した回答は意味をなしませんでした。出力層にも LoRA をかけると、r = 16 のままで損失は 0.16 まで下がり、
-# 正答率が測れる回答になりました（20エポック、学習率 5e-3 で測定）。
-# 学習率 1e-2 以上では学習が発散し、12エポックでは iteration 0 の正答率が5%程度にとどまりました。
-# また、top_p による絞り込みは毎ステップ語彙全体を並べ替えるため CPU では生成時間の約半分を占めたので、
-# tiny では温度だけでサンプリングします（iteration 0 の正答率は top_p 0.9 で45%、なしで34%）。
+# tiny モデルは隠れ層の幅が小さく、出力層が事前学習の少ない埋め込みと共有されています。
+# このコースの開発中（2026年11月、tiny モデル、rubric 採点者、以前のデータ）に試したときは、7つの射影層だけに LoRA をかけると
+# 学習損失が下がりきらず、生成した回答は意味をなしませんでした。出力層にも LoRA をかけると、正答率が測れる回答になりました。
+# また、top_p による絞り込みは毎ステップ語彙全体を並べ替えるので CPU では時間がかかるため、tiny では温度だけでサンプリングします。
+# どれも当時の測定で、このページの実行で測り直したものではありません。設定を変えて確かめるのは練習問題にできます。
 
 # %%
 from course_lib.level3.config import LoopConfig
@@ -405,17 +403,37 @@ plt.show()
 # 対照は、ループが使ったすべての学習データ（初回学習データ＋修正データ＋リプレイ）で、新しい LoRA を
 # ループ全体と同じステップ数だけ学習したものです。
 
+# %% [markdown]
+# ループが「新しい情報」を学べるかどうかは、データの作り方で決まります。このコースのデータでは、
+# 参照回答（修正データ）は初回学習データに1件も含まれていません。さらに一部の症状では、初回学習データの答え方が
+# 第二選択の薬ばかりで手薄にしてあり、参照回答が第一選択の薬と理由を足します（`datasets/level3/README.md`）。
+# 採点者で確かめると、症状ごとの「初回学習データの中で一番良い答え」と「参照回答」の点数は次のとおりです。
+
 # %%
 train_keys = {(r["prompt"], r["response"]) for r in data.train_initial}
 in_train = sum((r["prompt"], r["response"]) in train_keys for r in data.references)
+rubric_for_data = RubricJudge()
+best_initial = {}
+for r in data.train_initial:
+    score = rubric_for_data.grade(r["prompt"], r["response"], symptom_id=r["symptom_id"]).overall_score
+    best_initial[r["symptom_id"]] = max(best_initial.get(r["symptom_id"], 0.0), score)
+reference_score = {}
+for r in data.references:
+    score = rubric_for_data.grade(r["prompt"], r["response"], symptom_id=r["symptom_id"]).overall_score
+    reference_score[r["symptom_id"]] = min(reference_score.get(r["symptom_id"], 1.0), score)
+data_design = pd.DataFrame({"質問": [f"{s['id']} {s['title']}" for s in data.symptoms],
+                            "初回学習データの最高点": [best_initial[s["id"]] for s in data.symptoms],
+                            "参照回答の最低点": [reference_score[s["id"]] for s in data.symptoms]})
+data_design["初回学習データは手薄"] = (data_design["初回学習データの最高点"] < 0.8).map({True: "はい", False: ""})
+display(data_design.style.hide(axis="index").format(precision=2))
 print(f"参照回答 {len(data.references)} 件のうち、初回学習データにも含まれるもの: {in_train} 件")
 if "control" in result.stages:
     ctrl = result.stage_info["control"]
     print(f"対照の学習データ: {ctrl['examples']} 件（重複を除く）、{ctrl['steps']} ステップ（ループの合計 {ctrl['loop_steps']} ステップ）")
 
 # %% [markdown]
-# 参照回答が初回学習データにも含まれている場合、ループの反復は「新しい知識」を足すのではなく、
-# 不合格だった質問の例を追加で学習し直しているだけです。対照はその同じ例を、全質問に均等に、同じステップ数だけ学習します。
+# 対照は、ループが使ったのと同じ例（初回学習データ＋参照回答＋リプレイ）を、全質問に均等に、同じステップ数だけ学習します。
+# ですから「ループ vs 対照」で比べているのは、修正データの中身ではなく、**採点結果に合わせて学習の順番と的を絞ること**の効果です。
 
 # %%
 if "control" in result.stages:
@@ -550,6 +568,19 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# ### 9.1 タスクの外での忘却
+#
+# 15問の外でも、学習は何かを失っているかもしれません。コースの一般的な日本語の文章（`datasets/pretrain` から一定間隔で選んだ段落。
+# どの学習データにも入っていません）で、各段階のモデルの **パープレキシティ（perplexity）** を測ります。
+# 次のトークンをどれくらい迷うかを表す値で、小さいほど文章をよく予測できています。学習前より大きくなっていれば、一般的な文章の予測を忘れています。
+
+# %%
+ppl = pd.DataFrame({"リプレイあり": with_replay.general_perplexity(), "リプレイなし": without_replay.general_perplexity()})
+ppl.index = [names.get(s, s) for s in ppl.index]
+ppl.index.name = "段階"
+display(ppl.style.format(precision=1, na_rep="—"))
+
+# %% [markdown]
 # ## 10. 採点者はどこまで信頼できるか
 #
 # ここまでの数値はすべて採点者の判定に依存しています。元の実験では、GPT がトラネキサム酸（のどの痛みに使われる）を
@@ -648,10 +679,12 @@ glue("l3_last_acc", f"{ov.loc[last_loop, 'accuracy']:.1%}", display=False)
 glue("l3_last_para_acc", f"{para.loc[last_loop, 'accuracy']:.1%}" if last_loop in para.index else "—", display=False)
 glue("l3_iter_verdicts", "、".join(f"{names[a]} → {names[b]}: {VERDICT_JA[cmp_page[(a, b)].verdict.verdict]}"
                                     for a, b in iters) or "反復なし", display=False)
-glue("l3_iter1_note", ("反復0 では15問すべてが不合格だったので、反復1 の修正データは全質問の参照回答です。"
-                       "つまり反復1 は「誤答からの学習」ではなく、単に学習を続けたのと同じです。")
+n_failed_iter0 = len(iter1_info.get("failed", []))
+glue("l3_iter1_note", ("反復0 では15問すべてが不合格だったので、反復1 は全質問の参照回答で学習しました。"
+                       "誤答の選び分けはまだ働いておらず、効いているのは参照回答という新しいデータです。")
      if all_failed_at_iter0 else
-     f"反復0 の不合格は {len(iter1_info.get('failed', []))} 問で、反復1 はその質問だけを修正データで学習しました。",
+     (f"反復0 の不合格は {n_failed_iter0} 問で、反復1 はその質問の参照回答（とリプレイ）だけで学習しました。"
+      if iter1_info else "このページの実行には反復がありません。"),
      display=False)
 glue("l3_forgotten", "、".join(f"{q}（{symptom_title[q]}）" for q in forgotten_all) or "ありませんでした", display=False)
 glue("l3_forgotten_replayed", f"{len(replayed_forgotten)} 問" if forgotten_all else "—", display=False)
@@ -664,6 +697,12 @@ else:
     for key in ("l3_control_acc", "l3_control_diff", "l3_control_verdict"):
         glue(key, "（対照なし）", display=False)
 glue("l3_seed_summary", seed_summary, display=False)
+general = with_replay.general_perplexity()
+glue("l3_ppl_base", f"{general['baseline']:.1f}", display=False)
+glue("l3_ppl_last", f"{general[last_loop]:.1f}", display=False)
+glue("l3_ppl_control", f"{general['control']:.1f}" if "control" in general else "（対照なし）", display=False)
+glue("l3_ppl_direction", "大きくなっており、一般的な文章の予測が悪くなっています" if general[last_loop] > general["baseline"] else
+     "大きくなっていません", display=False)
 
 # %% [markdown]
 # **このページの実行（モデル {glue:text}`l3_model`）で分かったこと**
@@ -678,6 +717,9 @@ glue("l3_seed_summary", seed_summary, display=False)
 #   同じデータ・同じステップ数の通常 SFT（対照、{glue:text}`l3_control_acc`）の差は {glue:text}`l3_control_diff` で、
 #   判定は「{glue:text}`l3_control_verdict`」です。{glue:text}`l3_seed_summary`。
 # - **言い換えへの汎化**: {glue:text}`l3_last_stage` の正答率は、学習に使っていない言い換えでは {glue:text}`l3_last_para_acc` です。
+# - **タスクの外での忘却**: 一般的な日本語の文章のパープレキシティは、学習前が {glue:text}`l3_ppl_base`、
+#   {glue:text}`l3_last_stage` が {glue:text}`l3_ppl_last`（対照は {glue:text}`l3_ppl_control`）でした。
+#   学習前より{glue:text}`l3_ppl_direction`。
 #
 # 自動で差し込んだ数値に加えて、どの設定でも成り立つ見方をまとめます。
 #

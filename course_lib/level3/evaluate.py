@@ -12,6 +12,7 @@ import pandas as pd
 
 from ..data import write_json, write_jsonl, read_jsonl
 from ..generate import sample_answers
+from ..perplexity import general_text, perplexity
 from ..progress import progress_bar
 from .config import LoopConfig
 from .data import LoopData, eval_items
@@ -112,7 +113,9 @@ def evaluate_stage(sd: StageDir, model, tokenizer, config: LoopConfig, data: Loo
             f"{len(gens) - len(grades)} answers of stage {sd.name} could not be graded (judge errors, see "
             f"{grader.run.path / JUDGE_ERRORS}); run again to retry only those: every grade so far is kept")
     write_jsonl(sd.file("grades.jsonl"), grades)
-    metrics = {"n_generated": len(gens), "n_graded": len(grades)}
+    # forgetting outside the task: the same general text before (baseline) and after each stage
+    metrics = {"n_generated": len(gens), "n_graded": len(grades),
+               "general_perplexity": perplexity(model, tokenizer, general_text())}
     frame = pd.DataFrame(grades)
     for split in SPLITS:
         part = frame[frame["split"] == split] if len(frame) else frame

@@ -76,6 +76,30 @@ def save_plots(result: LoopResult, out_dir: Path, no_replay: LoopResult | None =
     return paths
 
 
+def _settings_lines(result: LoopResult, notebook_seconds: float | None) -> list[str]:
+    """Which model, judge, sample sizes and settings produced the section (bullet lines)."""
+    cfg, ident = result.config, result.identity
+    judge, model = ident.get("judge", {}), ident.get("model", {})
+    versions = (ident.get("machine") or {}).get("packages", {})
+    judge_desc = judge.get("name", "?") + (f"（{judge['model']}）" if judge.get("model") else
+                                           f"（{judge['version']}）" if judge.get("version") else "")
+    n_questions = len(set(result.grades["item_id"][result.grades["split"] == "original"]))
+    return [
+        f"- モデル: `{model.get('label')}`（`{model.get('source')}`）"
+        + ("。コース内蔵の小さなモデルの結果で、Qwen3-0.6B の結果ではありません。" if model.get("profile") == "tiny" else ""),
+        f"- 採点者（judge）: `{judge_desc}`",
+        f"- サンプル数: 元の質問 {n_questions} 問 × N = {cfg.n_samples}、"
+        f"言い換え × {cfg.n_paraphrase}（温度 {cfg.temperature}、top_p {cfg.top_p}）",
+        f"- LoRA: r = {cfg.lora_r}, α = {cfg.lora_alpha}, dropout = {cfg.lora_dropout}, 対象 = {', '.join(cfg.target_modules)}",
+        f"- 学習: learning_rate = {cfg.learning_rate:g}, batch = {cfg.per_device_train_batch_size}, "
+        f"初回 {cfg.epochs_initial:g} エポック、反復 {cfg.epochs_iter:g} エポック、"
+        f"反復回数 K = {cfg.iterations}、リプレイ比率 = {cfg.replay_ratio}、シード = {cfg.seed}",
+        f"- 実行: run `{result.run_dir.name}`、loop v{ident.get('loop_version')}、"
+        + ", ".join(f"{k} {v}" for k, v in versions.items() if v)
+        + (f"、ノートブック {notebook_seconds:.0f} 秒" if notebook_seconds else ""),
+    ]
+
+
 def write_level3_report(result: LoopResult, out_dir: Path | str | None = None, no_replay: LoopResult | None = None,
                         agreement: Mapping | None = None, notebook_seconds: float | None = None) -> dict[str, Path]:
     """Write ``level3_report.md`` (a section for the execution report), ``level3_report.json``
@@ -83,17 +107,15 @@ def write_level3_report(result: LoopResult, out_dir: Path | str | None = None, n
     out = Path(out_dir) if out_dir is not None else report_dir(result)
     out.mkdir(parents=True, exist_ok=True)
     plots = save_plots(result, out, no_replay)
-    cfg = result.config
-    ident = result.identity
-    judge = ident.get("judge", {})
-    model = ident.get("model", {})
+    cfg, ident = result.config, result.identity
     names = stage_names(cfg)
     comparisons = comparison_table(result.comparisons("original"), cfg,
                                    {s: i.get("replayed", []) for s, i in result.stage_info.items()})
     payload = {
-        "run": result.run_dir.name, "model": model, "judge": judge, "config": cfg.to_dict(),
+        "run": result.run_dir.name, "model": ident.get("model", {}), "judge": ident.get("judge", {}), "config": cfg.to_dict(),
         "data": ident.get("data"), "loop_version": ident.get("loop_version"), "machine": ident.get("machine"),
         "stages": result.stages, "comparisons": comparisons.to_dict(orient="records"),
+        "general_perplexity": result.general_perplexity().to_dict(),
         "table_original": result.table("original", formatted=False).to_dict(orient="records"),
         "table_paraphrase": result.table("paraphrase", formatted=False).to_dict(orient="records"),
         "training": result.training.to_dict(orient="records"),
@@ -101,39 +123,11 @@ def write_level3_report(result: LoopResult, out_dir: Path | str | None = None, n
         "notebook_seconds": notebook_seconds, "plots": {k: p.name for k, p in plots.items()},
     }
     js = write_json(out / f"{REPORT_STEM}.json", json.loads(json.dumps(payload, default=json_default)))
-    versions = (ident.get("machine") or {}).get("packages", {})
-    judge_desc = judge.get("name", "?") + (f"（{judge['model']}）" if judge.get("model") else
-                                           f"（{judge['version']}）" if judge.get("version") else "")
-    lines = [
-        "## レベル3：自己改善ループの結果",
-        "",
-        f"> {DISCLAIMER}",
-        "",
-        f"- モデル: `{model.get('label')}`（`{model.get('source')}`）"
-        + ("。コース内蔵の小さなモデルの結果で、Qwen3-0.6B の結果ではありません。" if model.get("profile") == "tiny" else ""),
-        f"- 採点者（judge）: `{judge_desc}`",
-        f"- サンプル数: 元の質問 {len(set(result.grades['item_id'][result.grades['split'] == 'original']))} 問 × N = {cfg.n_samples}、"
-        f"言い換え × {cfg.n_paraphrase}（温度 {cfg.temperature}、top_p {cfg.top_p}）",
-        f"- LoRA: r = {cfg.lora_r}, α = {cfg.lora_alpha}, dropout = {cfg.lora_dropout}, 対象 = {', '.join(cfg.target_modules)}",
-        f"- 学習: learning_rate = {cfg.learning_rate:g}, batch = {cfg.per_device_train_batch_size}, 初回 {cfg.epochs_initial:g} エポック、反復 {cfg.epochs_iter:g} エポック、"
-        f"反復回数 K = {cfg.iterations}、リプレイ比率 = {cfg.replay_ratio}、シード = {cfg.seed}",
-        f"- 実行: run `{result.run_dir.name}`、loop v{ident.get('loop_version')}、"
-        + ", ".join(f"{k} {v}" for k, v in versions.items() if v)
-        + (f"、ノートブック {notebook_seconds:.0f} 秒" if notebook_seconds else ""),
-        "",
-        "### 段階ごとの指標（元の質問）",
-        "",
-        _md_table(result.table("original", stage_names=names)),
-        "",
-        "### 段階ごとの指標（言い換え、学習に未使用）",
-        "",
-        _md_table(result.table("paraphrase", stage_names=names)),
-        "",
-        "### 段階の比較（元の質問、質問ごとに対応をとった差、Holm 補正）",
-        "",
-        _md_table(comparisons),
-        "",
-    ]
+    lines = ["## レベル3：自己改善ループの結果", "", f"> {DISCLAIMER}", "",
+             *_settings_lines(result, notebook_seconds), "",
+             "### 段階ごとの指標（元の質問）", "", _md_table(result.table("original", stage_names=names)), "",
+             "### 段階ごとの指標（言い換え、学習に未使用）", "", _md_table(result.table("paraphrase", stage_names=names)), "",
+             "### 段階の比較（元の質問、質問ごとに対応をとった差、Holm 補正）", "", _md_table(comparisons), ""]
     captions = {"accuracy": "段階ごとの正答率と95%信頼区間", "heatmap": "質問ごとの平均スコア",
                 "scores": "スコアの分布", "gap": "元の質問と言い換えのギャップ", "control": "ループ vs 同計算量の対照"}
     for key, path in plots.items():

@@ -35,7 +35,7 @@ from .data import LoopData
 from .judge.cache import JudgeCache
 from .metrics import Comparison, Summary, compare_stages, iteration_table
 
-LOOP_VERSION = 2  # bump when a change alters what a stage produces
+LOOP_VERSION = 3  # bump when a change alters what a stage produces
 SPLITS = ("original", "paraphrase")
 DONE = "done"
 JUDGE_CACHE = "judge_cache.jsonl"
@@ -282,6 +282,12 @@ class LoopResult:
         return {"question": r["question"], "model_answer": r["answer"], "overall_label": r["label"],
                 "overall_is_harmful": bool(r["harmful"]), "overall_score": float(r["score"]),
                 "overall_reason": r["reason"], "drugs": list(r["drugs"])}
+
+    def general_perplexity(self) -> pd.Series:
+        """Perplexity on general Japanese text after each stage (the baseline is the untouched model)."""
+        values = {s: json.loads((self.run_dir / s / "metrics.json").read_text(encoding="utf-8")).get("general_perplexity")
+                  for s in self.stages}
+        return pd.Series(values, dtype=float, name="general_perplexity")
 
     def adapter_path(self, stage: str) -> Path:
         return self.run_dir / stage / "adapter"
