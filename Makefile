@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 FORCE_FLAG := $(if $(filter 1 yes true,$(FORCE)),--force)
 
-.PHONY: course test venv tiny run book colab nbval clean
+.PHONY: course test venv tiny run book colab nbval clean lab
 
 # The environment is created on first use. torch goes in first and alone, so pip
 # takes the CPU build where the machine has one instead of a multi-GB CUDA build.
@@ -39,6 +39,10 @@ colab: $(STAMP)
 
 test: $(STAMP)
 	bash tests/run_tests.sh
+
+# JupyterLab in the repository; the lessons' .py files open as notebooks (jupytext), MyST rendered.
+lab: $(STAMP)
+	$(PY) -m course_lib lab
 
 # Execute every lesson source through nbval (slow: the same work as `make run`).
 nbval: $(STAMP)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m course_lib {build-tiny,run,book,course,colab}``.
+"""Command line: ``python -m course_lib {build-tiny,run,book,course,colab,lab,test}``.
 
 Examples::
 
@@ -6,12 +6,18 @@ Examples::
     python -m course_lib run --quick --only level1_basics        # one lesson, CI-sized
     python -m course_lib run --profile qwen3-0.6b --judge openai # the real model and the LLM judge
     python -m course_lib course --force                          # execute every lesson, cached or not
+    python -m course_lib lab                                     # JupyterLab, .py lessons open as notebooks
+    python -m course_lib test -k level1                          # the test command (= make test), any OS
 
 ``course`` is the main job: build the embedded model, execute every lesson with
 papermill on the embedded defaults, write the report, build the book. A lesson
 whose inputs did not change since its last successful run is restored from the
 execution cache instead of executed (``--force`` executes everything).
 ``colab`` writes the notebooks the book's Colab buttons open (see ``launch``).
+``lab`` starts JupyterLab in the repository with jupytext's notebook view as the default
+for the lessons' ``.py`` files (see ``publish/lab.py``); arguments after it go to ``jupyter lab``.
+``test`` runs the test command ``tests/run_tests.sh`` (where bash exists) or pytest with the
+same arguments (Windows); arguments after it go to pytest.
 """
 from __future__ import annotations
 
@@ -24,6 +30,23 @@ from .publish.runner import build_book, run_all
 
 def _run_parameters(args) -> dict:
     return {"model_profile": args.profile, "judge": args.judge, "quick": args.quick, "seed": args.seed}
+
+
+def run_tests(pytest_args: list[str]) -> int:
+    """``make test`` without make: ``tests/run_tests.sh`` with this interpreter, or pytest itself on Windows."""
+    import os
+    import shutil
+    import subprocess
+
+    bash = shutil.which("bash") if os.name != "nt" else None
+    if bash:
+        env = {**os.environ, "PY": sys.executable}
+        return subprocess.call([bash, str(REPO_ROOT / "tests" / "run_tests.sh"), *pytest_args], cwd=REPO_ROOT, env=env)
+    status = subprocess.call([sys.executable, "-m", "pytest", *pytest_args], cwd=REPO_ROOT)
+    if status == 5:  # as tests/run_tests.sh: no test collected is a broken suite, not a pass
+        print("[test] pytest collected no tests", file=sys.stderr)
+        return 1
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,8 +69,21 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("book", help="build the book from the executed notebooks into _build/html")
     p = sub.add_parser("colab", help="write the Colab notebooks the publish workflow pushes to their branch")
     p.add_argument("--out", default=str(REPO_ROOT / "_build" / "colab"), help="output folder (default: _build/colab)")
+    sub.add_parser("lab", help="start JupyterLab in the repository, .py lessons opening as notebooks "
+                               "(further arguments go to jupyter lab)")
+    sub.add_parser("test", help="run the test suite like `make test` (further arguments go to pytest)")
 
-    args = parser.parse_args(argv)
+    args, passthrough = parser.parse_known_args(argv)
+    if passthrough[:1] == ["--"]:  # `python -m course_lib test -- -h`: the rest is for pytest / jupyter lab
+        passthrough = passthrough[1:]
+    if args.command == "lab":
+        from .publish.lab import run_lab
+
+        return run_lab(passthrough)
+    if args.command == "test":
+        return run_tests(passthrough)
+    if passthrough:
+        parser.error(f"unrecognized arguments: {' '.join(passthrough)}")
     if args.command == "build-tiny":
         from .tiny_model import ensure_tiny_model
 

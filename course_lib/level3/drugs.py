@@ -2,6 +2,9 @@
 which of the 15 symptoms a question is about. Pure classes; the loaders live in
 :mod:`course_lib.level3.data`.
 
+Over ~350 lines because the Drug record, the index and the symptom matcher share one name
+normalisation (``normalize_name``, ``phonetic_key``); each part is short and one job (names).
+
 Educational material written by this project, not medical advice (医療上の助言ではありません).
 """
 from __future__ import annotations
