@@ -49,7 +49,7 @@ def run_tests(pytest_args: list[str]) -> int:
     return status
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m course_lib", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -73,6 +73,33 @@ def main(argv: list[str] | None = None) -> int:
                                "(further arguments go to jupyter lab)")
     sub.add_parser("test", help="run the test suite like `make test` (further arguments go to pytest)")
 
+    return parser
+
+
+def _run_lessons(args) -> int:
+    """``run`` and ``course``: execute the lessons (cached when current), then build the book for ``course``."""
+    from pathlib import Path
+
+    if args.profile == "tiny":
+        from .tiny_model import ensure_tiny_model
+
+        ensure_tiny_model()
+    try:
+        report = run_all(_run_parameters(args), Path(args.out), args.only, Path(args.notebooks), Path(args.toc),
+                         force=args.force)
+    except ValueError as exc:  # a wrong --only: say what exists instead of a traceback
+        print(f"[run] {exc}", file=sys.stderr)
+        return 2
+    status = 1 if report.failed else 0
+    if args.command == "course":
+        status = build_book() or status
+    if report.failed:
+        print(f"[run] FAILED: {', '.join(r.name for r in report.failed)}", file=sys.stderr)
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args, passthrough = parser.parse_known_args(argv)
     if passthrough[:1] == ["--"]:  # `python -m course_lib test -- -h`: the rest is for pytest / jupyter lab
         passthrough = passthrough[1:]
@@ -99,25 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[colab] push {args.out} to the '{COLAB_BRANCH}' branch to publish them")
         return 0
 
-    from pathlib import Path
-
-    if args.profile == "tiny":
-        from .tiny_model import ensure_tiny_model
-
-        ensure_tiny_model()
-    try:
-        report = run_all(_run_parameters(args), Path(args.out), args.only, Path(args.notebooks), Path(args.toc),
-                         force=args.force)
-    except ValueError as exc:  # a wrong --only: say what exists instead of a traceback
-        print(f"[run] {exc}", file=sys.stderr)
-        return 2
-    status = 1 if report.failed else 0
-    if args.command == "course":
-        status = build_book() or status
-    if report.failed:
-        print(f"[run] FAILED: {', '.join(r.name for r in report.failed)}", file=sys.stderr)
-    return status
-
+    return _run_lessons(args)
 
 if __name__ == "__main__":
     sys.exit(main())

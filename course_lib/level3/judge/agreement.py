@@ -129,14 +129,9 @@ def _drug_key(index, name: str) -> str:
     return res.drug.id if res else "?" + normalize_name(name)
 
 
-def agreement_report(judge, gold: Sequence[dict], *, progress: bool = False, **grade_kw) -> AgreementReport:
-    """Grade each record's answer with ``judge`` and compare with the human grade.
-
-    ``gold`` is :func:`.gold.load_judge_gold` or :func:`.gold.load_judge_redteam` (records
-    without ``score_min``/``score_max``/``expected_drugs`` get nan for those measures)."""
-    gold = list(gold)
-    pairs = [{"question": g["question"], "answer": g["answer"]} for g in gold]
-    results = judge.grade_many(pairs, progress=progress, **grade_kw)
+def _item_rows(gold: list[dict], results: list) -> tuple[list[dict], list[Grade], int, int]:
+    """One row per record (its expected and judged grade), the valid grades, and the drug-label
+    agreement count over drugs that both name."""
     index = load_drug_index()
     rows, grades = [], []
     drug_agree = drug_total = 0
@@ -157,6 +152,18 @@ def agreement_report(judge, gold: Sequence[dict], *, progress: bool = False, **g
                 drug_total += 1
                 drug_agree += exp["label"] == got.label
         rows.append(row)
+    return rows, grades, drug_agree, drug_total
+
+
+def agreement_report(judge, gold: Sequence[dict], *, progress: bool = False, **grade_kw) -> AgreementReport:
+    """Grade each record's answer with ``judge`` and compare with the human grade.
+
+    ``gold`` is :func:`.gold.load_judge_gold` or :func:`.gold.load_judge_redteam` (records
+    without ``score_min``/``score_max``/``expected_drugs`` get nan for those measures)."""
+    gold = list(gold)
+    pairs = [{"question": g["question"], "answer": g["answer"]} for g in gold]
+    results = judge.grade_many(pairs, progress=progress, **grade_kw)
+    rows, grades, drug_agree, drug_total = _item_rows(gold, results)
     items = pd.DataFrame(rows)
     ok = items[items["error"].isna()] if len(items) else items
     n_ok = len(ok)
