@@ -576,6 +576,7 @@ plt.show()
 
 # %%
 ppl = pd.DataFrame({"リプレイあり": with_replay.general_perplexity(), "リプレイなし": without_replay.general_perplexity()})
+ppl = ppl.reindex(with_replay.stages)  # stage order, not alphabetical
 ppl.index = [names.get(s, s) for s in ppl.index]
 ppl.index.name = "段階"
 display(ppl.style.format(precision=1, na_rep="—"))
@@ -748,10 +749,10 @@ base, it0 = ov.loc["baseline"], ov.loc["iter0"]
 assert (result.grades.groupby(["stage", "split"]).size() > 0).all()
 n_orig = result.grades[(result.grades["stage"] == "iter0") & (result.grades["split"] == "original")]
 assert len(n_orig) == len(data.symptoms) * config.n_samples, "元の質問のどれかで、採点済みの回答が N 個ありません"
-# tiny・rubric・seed 0 で測った値に余裕を持たせた閾値です
-assert it0["accuracy"] - base["accuracy"] >= 0.1, f"iteration 0 で正答率がはっきり上がっていません: {base['accuracy']:.3f} -> {it0['accuracy']:.3f}"
-assert it0["accuracy_lo"] > base["accuracy_hi"], "学習前からの上昇が信頼区間の外にありません"
-assert it0["mean"] - base["mean"] >= 0.3, f"平均スコアの上昇が小さすぎます: {base['mean']:.3f} -> {it0['mean']:.3f}"
+# tiny・rubric・seed 0 で測った値（quick: 平均スコア 0.06 → 0.44）に余裕を持たせた閾値です
+assert it0["mean"] - base["mean"] >= 0.2, f"平均スコアの上昇が小さすぎます: {base['mean']:.3f} -> {it0['mean']:.3f}"
+# 学習前 → 反復0 の判定は、対にした差の区間から（区間の重なりではなく）
+assert page_comparisons[("リプレイあり", "baseline", "iter0")].verdict.verdict == "better", "反復0 で良くなっていません"
 if "control" in result.stages:
     steps = result.training.set_index("stage")["steps"]
     assert steps["control"] == steps[config.iteration_stages].sum(), "対照のステップ数がループの合計と違います"
