@@ -5,9 +5,17 @@ first starting with 【結論】, the second with 【理由】, each line 10-60
 characters long (labels included). The length bound matters for generated
 text: an answer that never stops is cut off at ``max_new_tokens`` and would
 otherwise still match the regular expression.
+
+The dataset has three splits: ``train`` (learned from), ``heldout`` (the
+validation split: validation loss, early stopping, choosing settings) and
+``test`` (looked at once, at the end; no choice may depend on it).
+
+:func:`perplexity` measures how well a model predicts plain text; level 1 uses
+it on a fixed slice of ``datasets/pretrain`` to see what fine-tuning forgets.
 """
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Sequence
@@ -19,6 +27,7 @@ LEVEL1_DIR = DATASETS_DIR / "level1"
 LEVEL1_SCHEMA = [Field("id", str), Field("prompt", str), Field("response", str)]
 LEVEL1_FORMAT = re.compile(r"^【結論】[^\n]+\n【理由】[^\n]+$")
 LINE_CHARS = (10, 60)  # shortest and longest allowed line, labels included
+SPLITS = ("train", "heldout", "test")
 
 
 def follows_format(text: str, line_chars: tuple[int, int] = LINE_CHARS) -> bool:
@@ -39,13 +48,13 @@ def format_match_rate(answers: Sequence[str], line_chars: tuple[int, int] = LINE
 
 
 def load_level1_split(split: str, folder: Path | str = LEVEL1_DIR) -> list[dict]:
-    """One split ("train" or "heldout"), validated: schema, id pattern, response format."""
+    """One split ("train", "heldout" or "test"), validated: schema, id pattern, response format."""
     return [record for _, record in _load_numbered_split(split, folder)]
 
 
 def _load_numbered_split(split: str, folder: Path | str) -> list[tuple[int, dict]]:
-    if split not in ("train", "heldout"):
-        raise ValueError(f"unknown level-1 split {split!r}; choose 'train' or 'heldout'")
+    if split not in SPLITS:
+        raise ValueError(f"unknown level-1 split {split!r}; choose one of {', '.join(SPLITS)}")
     path = Path(folder) / f"{split}.jsonl"
     numbered = load_jsonl(path, LEVEL1_SCHEMA, with_lines=True)
     id_pattern = re.compile(rf"l1-{split}-\d{{3}}")
@@ -67,3 +76,21 @@ def load_level1(folder: Path | str = LEVEL1_DIR) -> tuple[list[dict], list[dict]
         if record["prompt"] in seen:
             raise DatasetError(path, line, "prompt", "also appears in train.jsonl (held-out questions must be new)")
     return train, [record for _, record in heldout]
+
+
+def load_level1_test(folder: Path | str = LEVEL1_DIR) -> list[dict]:
+    """The test split, validated; its prompts must not appear in train or heldout.
+
+    Kept out of :func:`load_level1` on purpose: code that chooses settings or
+    stops training early reads (train, heldout) and never sees the test split.
+    """
+    train, heldout = load_level1(folder)
+    test = _load_numbered_split("test", folder)
+    seen = {r["prompt"]: split for split, records in (("train", train), ("heldout", heldout)) for r in records}
+    path = Path(folder) / "test.jsonl"
+    for line, record in test:
+        if record["prompt"] in seen:
+            raise DatasetError(path, line, "prompt", f"also appears in {seen[record['prompt']]}.jsonl (test questions must be new)")
+    return [record for _, record in test]
+
+

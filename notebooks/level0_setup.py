@@ -50,6 +50,25 @@ loaded = load_model(model_profile)
 model, tokenizer = loaded.model, loaded.tokenizer
 show_model_note(loaded)
 
+from myst_nb import glue
+
+glue("l0_device", f"{loaded.device.device}（{loaded.device.dtype_name}）", display=False)
+glue("l0_model", loaded.label, display=False)
+
+# %% [markdown]
+# ```{admonition} 確認クイズ
+# :class: note
+# 1. `model_profile="auto"` のとき、`Qwen/Qwen3-0.6B` を読み込めない環境では何が起きますか。
+#    (a) エラーで止まる　(b) コース内蔵の tiny モデルが使われる　(c) 別の大きなモデルをダウンロードする
+# 2. このページの実行では、どのモデルを、どのデバイスとデータ型（dtype）で使いましたか。上のバナーを見て答えてください。
+# ```
+#
+# ```{admonition} 答え
+# :class: dropdown
+# 1. (b) です。どちらを使ったかと、その理由がバナーに表示されます。
+# 2. モデルは {glue:text}`l0_model`、デバイスとデータ型は {glue:text}`l0_device` でした。
+# ```
+
 # %% [markdown]
 # ## 2. 日本語をトークンに分ける
 #
@@ -70,6 +89,23 @@ pd.DataFrame({"トークンID": ids, "トークン": [tokenizer.decode([i]) for 
 # %%
 print(f"文字数: {len(text)}  トークン数: {len(ids)}")
 assert tokenizer.decode(ids) == text, "トークン列を戻すと元の文になるはず"
+glue("l0_chars", f"{len(text)}", display=False)
+glue("l0_tokens", f"{len(ids)}", display=False)
+glue("l0_more", "文字数" if len(text) > len(ids) else ("トークン数" if len(ids) > len(text) else "どちらも同じ"), display=False)
+
+# %% [markdown]
+# ```{admonition} 確認クイズ
+# :class: note
+# 1. 上の例文は何文字で、何トークンでしたか。多いのはどちらですか。
+# 2. トークンを1つずつ表示したときに出る `�` は何ですか。
+#    (a) トークナイザーのエラー　(b) 1文字のバイト列が複数のトークンに分かれたときの断片　(c) 語彙にない文字
+# ```
+#
+# ```{admonition} 答え
+# :class: dropdown
+# 1. {glue:text}`l0_chars` 文字、{glue:text}`l0_tokens` トークンで、多いのは {glue:text}`l0_more` です。
+# 2. (b) です。断片を並べて戻すと、元の文字になります。
+# ```
 
 # %% [markdown]
 # ## 3. 文章を生成する
@@ -90,6 +126,19 @@ print("モデルの返答:", reply)
 # tiny モデルの場合、返答はまだ意味の通らない文章のはずです。
 # このモデルは一般的な日本語の文章で少しだけ事前学習（pre-training）されていますが、
 # 質問に答える練習はしていないからです。それを教えるのがファインチューニングです。
+#
+# ```{admonition} 確認クイズ
+# :class: note
+# 1. チャットテンプレートは何をするものですか。
+#    (a) 質問を英語に翻訳する　(b) 会話を「だれの発言か」の目印がついた決まった書式に直す　(c) 答えの長さを決める
+# 2. tiny モデルの返答が意味の通らない文章になるのは、なぜですか。
+# ```
+#
+# ```{admonition} 答え
+# :class: dropdown
+# 1. (b) です。上に表示した文字列の `<|im_start|>user` や `<|im_start|>assistant` が、その目印です。
+# 2. 一般的な文章で少し事前学習しただけで、質問に答える練習（ファインチューニング）をしていないからです。モデルがとても小さいことも理由です。
+# ```
 
 # %% [markdown]
 # ## 4. 日本語ラベルのグラフ
@@ -151,7 +200,7 @@ ex_table
 #
 # - モデルの読み込み、トークン化、生成、グラフ描画が動くことを確認しました。
 # - 表示されたバナーに、使用中のモデル・デバイス・データ型（dtype）が出ています。
-#   GPU がある環境では `cuda` と `bfloat16` が選ばれます。
+#   bfloat16 に対応した NVIDIA の GPU では `cuda` と `bfloat16` が、GPU がなければ `cpu` と `float32` が選ばれます（Apple の GPU では `mps` と `float32`）。
 #
 # 次のレベル1では、実際に LoRA でファインチューニングします。
 

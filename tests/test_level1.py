@@ -1,14 +1,20 @@
-"""Level 1 (``course_lib.level1``): the dataset and the answer-format helpers.
+"""Level 1 (``course_lib.level1``): the dataset and the answer-format helpers; perplexity
+(``course_lib.perplexity``, shared with level 3) on constructed models.
 
 Checks of the executed lesson page are in ``tests/lessons/test_level1_lesson.py``.
 """
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
+
+from course_lib.perplexity import perplexity
 
 from course_lib.data import DatasetError
 from course_lib.level1 import (
@@ -18,6 +24,7 @@ from course_lib.level1 import (
     format_match_rate,
     load_level1,
     load_level1_split,
+    load_level1_test,
 )
 
 GOOD = "【結論】米の中心まで水を吸わせるためです。\n【理由】浸しておくと熱が均一に通ります。"
@@ -47,6 +54,21 @@ def test_every_reference_answer_follows_the_format():
 def test_heldout_prompts_are_new():
     train, heldout = load_level1()
     assert not {r["prompt"] for r in train} & {r["prompt"] for r in heldout}
+
+
+def test_test_split_loads_with_its_own_ids_and_new_prompts():
+    train, heldout = load_level1()
+    test = load_level1_test()
+    assert [r["id"] for r in test] == [f"l1-test-{i:03d}" for i in range(1, 21)]
+    assert format_match_rate([r["response"] for r in test]) == 1.0
+    assert not {r["prompt"] for r in test} & {r["prompt"] for r in train + heldout}
+    assert not {r["response"] for r in test} & {r["response"] for r in train + heldout}
+
+
+def test_readme_lists_every_split_file():
+    readme = (LEVEL1_DIR / "README.md").read_text(encoding="utf-8")
+    for name in ("train.jsonl", "heldout.jsonl", "test.jsonl"):
+        assert f"`{name}`" in readme
 
 
 def test_format_regex_is_the_one_in_the_readme():
@@ -98,9 +120,19 @@ def test_heldout_prompt_seen_in_train_is_rejected(tmp_path):
     assert (info.value.line, info.value.field) == (2, "prompt")
 
 
+def test_test_prompt_seen_in_heldout_is_rejected(tmp_path):
+    _write(tmp_path, "train", [_record("train", 1)])
+    _write(tmp_path, "heldout", [_record("heldout", 1, prompt="同じ質問ですか。")])
+    _write(tmp_path, "test", [_record("test", 1), _record("test", 2, prompt="同じ質問ですか。")])
+    with pytest.raises(DatasetError) as info:
+        load_level1_test(tmp_path)
+    assert (info.value.line, info.value.field) == (2, "prompt")
+    assert "heldout.jsonl" in str(info.value)
+
+
 def test_unknown_split_is_an_error():
     with pytest.raises(ValueError, match="split"):
-        load_level1_split("test")
+        load_level1_split("dev")
 
 
 # --- the format check ------------------------------------------------------------------
@@ -152,3 +184,97 @@ def test_regex_alone_would_accept_a_cut_off_answer():
     assert re.fullmatch(LEVEL1_FORMAT, runaway)
     assert not follows_format(runaway)
 
+
+
+# --- perplexity on constructed models ---------------------------------------------------
+
+class _FixedLogits(torch.nn.Module):
+    """A stand-in language model: ``logits_for(input_ids)`` decides every prediction."""
+
+    def __init__(self, vocab_size: int, logits_for):
+        super().__init__()
+        self.vocab_size, self.logits_for = vocab_size, logits_for
+        self.unused = torch.nn.Parameter(torch.zeros(1))  # perplexity() reads the device from here
+
+    def forward(self, input_ids, attention_mask=None):
+        return SimpleNamespace(logits=self.logits_for(input_ids))
+
+
+class _CharTokenizer:
+    """One token per character, ids from a fixed alphabet."""
+
+    pad_token_id = 0
+
+    def __init__(self, alphabet: str):
+        self.ids = {ch: i + 1 for i, ch in enumerate(alphabet)}
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [self.ids[ch] for ch in text]}
+
+
+TEXTS = ["あいうえお", "かきくけこさし", "たち"]  # different lengths, so batches are padded
+VOCAB = 50
+
+
+def test_uniform_logits_give_perplexity_equal_to_vocab_size():
+    model = _FixedLogits(VOCAB, lambda ids: torch.zeros(*ids.shape, VOCAB))
+    tok = _CharTokenizer("".join(TEXTS))
+    assert perplexity(model, tok, TEXTS) == pytest.approx(VOCAB, rel=1e-6)
+    assert perplexity(model, tok, TEXTS, batch_size=1) == pytest.approx(VOCAB, rel=1e-6)
+
+
+def test_a_model_that_knows_the_next_token_scores_one():
+    # Text where the next id is always the current id + 1; the model puts all its weight there.
+    alphabet = "".join(chr(ord("ア") + i) for i in range(20))
+    tok = _CharTokenizer(alphabet)
+    model = _FixedLogits(VOCAB, lambda ids: 50.0 * torch.nn.functional.one_hot(ids + 1, VOCAB).float())
+    assert perplexity(model, tok, [alphabet[:7], alphabet[3:15]]) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_perplexity_is_exp_of_the_mean_over_all_predicted_tokens():
+    # Probability 1/2 on the right token at every position: perplexity 2, however the texts are batched.
+    alphabet = "".join(chr(ord("ア") + i) for i in range(20))
+    tok = _CharTokenizer(alphabet)
+    half = math.log(VOCAB - 1)  # logit that gives the right token 1/2 when the other 49 have logit 0
+
+    def logits_for(ids):
+        return half * torch.nn.functional.one_hot(ids + 1, VOCAB).float()
+
+    model = _FixedLogits(VOCAB, logits_for)
+    for batch_size in (1, 2, 8):
+        assert perplexity(model, tok, [alphabet[:4], alphabet[2:12]], batch_size=batch_size) == pytest.approx(2.0, rel=1e-5)
+
+
+def test_max_length_cuts_each_text():
+    # Right predictions on the first 3 tokens, hopeless ones after: cutting to 4 tokens keeps only the right ones.
+    alphabet = "".join(chr(ord("ア") + i) for i in range(20))
+    tok = _CharTokenizer(alphabet)
+
+    def logits_for(ids):
+        good = 50.0 * torch.nn.functional.one_hot(ids + 1, VOCAB).float()
+        bad = 50.0 * torch.nn.functional.one_hot(torch.zeros_like(ids), VOCAB).float()
+        positions = torch.arange(ids.shape[1]).view(1, -1, 1)
+        return torch.where(positions < 3, good, bad)
+
+    model = _FixedLogits(VOCAB, logits_for)
+    assert perplexity(model, tok, [alphabet[:10]], max_length=4) == pytest.approx(1.0, abs=1e-6)
+    assert perplexity(model, tok, [alphabet[:10]], max_length=10) > 100
+
+
+def test_perplexity_refuses_a_single_string_and_too_short_texts():
+    model = _FixedLogits(VOCAB, lambda ids: torch.zeros(*ids.shape, VOCAB))
+    tok = _CharTokenizer("あい")
+    with pytest.raises(TypeError):
+        perplexity(model, tok, "あい")
+    with pytest.raises(ValueError):
+        perplexity(model, tok, ["あ", ""])
+
+
+def test_perplexity_of_a_real_model_does_not_depend_on_batching(small_model):
+    model, tokenizer = small_model
+    texts = ["今日は天気が良いので散歩に行きます。", "モデル", "学習率を小さくすると、損失はゆっくり下がります。"]
+    one_by_one = perplexity(model, tokenizer, texts, batch_size=1)
+    batched = perplexity(model, tokenizer, texts, batch_size=3)
+    assert batched == pytest.approx(one_by_one, rel=1e-4)
+    assert 1.0 < batched < len(tokenizer) * 10
+    assert not model.training

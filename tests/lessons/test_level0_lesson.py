@@ -3,6 +3,8 @@ it ran cleanly, its exercise solution is an executed cell tagged ``hide-cell``, 
 check cell tagged ``remove-input`` exists and ran."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 pytestmark = pytest.mark.notebook
@@ -54,3 +56,15 @@ def test_closing_ci_check_cell_is_the_last_code_cell_and_ran(executed_lesson):
     assert len(closing) == 1 and closing[0] is code[-1]
     assert _ran(closing[0]) and not _errors(closing[0])
     assert "assert" in closing[0].source
+
+
+def test_quizzes_with_hidden_answers_and_glued_numbers(executed_lesson):
+    _, nb = executed_lesson(LESSON)
+    markdown = [c.source for c in nb.cells if c.cell_type == "markdown"]
+    quizzes = sum(src.count("```{admonition} 確認クイズ") for src in markdown)
+    answers = sum(len(re.findall(r"```\{admonition\} 答え\n:class: dropdown", src)) for src in markdown)
+    assert quizzes >= 3 and answers == quizzes
+    glued = {out.get("metadata", {}).get("scrapbook", {}).get("name")
+             for c in nb.cells if c.cell_type == "code" for out in c.get("outputs", [])}
+    referenced = set(re.findall(r"\{glue:text\}`([^`]+)`", "\n".join(markdown)))
+    assert referenced and referenced <= glued, referenced - glued
