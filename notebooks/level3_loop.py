@@ -687,13 +687,19 @@ glue("l3_iter1_note", ("反復0 では15問すべてが不合格だったので�
      (f"反復0 の不合格は {n_failed_iter0} 問で、反復1 はその質問の参照回答（とリプレイ）だけで学習しました。"
       if iter1_info else "このページの実行には反復がありません。"),
      display=False)
-glue("l3_forgotten", "、".join(f"{q}（{symptom_title[q]}）" for q in forgotten_all) or "ありませんでした", display=False)
-glue("l3_forgotten_replayed", f"{len(replayed_forgotten)} 問" if forgotten_all else "—", display=False)
+glue("l3_forgotten", (f"{'、'.join(f'{q}（{symptom_title[q]}）' for q in forgotten_all)} の {len(forgotten_all)} 問で、"
+                     f"そのうちリプレイで学習し直していた質問は {len(replayed_forgotten)} 問でした")
+     if forgotten_all else "ありませんでした", display=False)
 if "control" in with_replay.stages:
     lc = cmp_page[(last_loop, "control")]
     glue("l3_control_acc", f"{ov.loc['control', 'accuracy']:.1%}", display=False)
     glue("l3_control_diff", f"{lc.overall.mean_diff:+.1%}（95%区間 {lc.overall.lo:+.1%} 〜 {lc.overall.hi:+.1%}）", display=False)
-    glue("l3_control_verdict", VERDICT_JA[lc.verdict.verdict], display=False)
+    # the comparison is control minus loop: "better" means the control beat the loop
+    LOOP_VS_CONTROL_JA = {"better": "対照のほうが良く、ループの優位は示されません",
+                          "worse": "ループのほうが良い",
+                          "worse_on_some": "一部の質問で対照のほうが悪い",
+                          "no_clear_difference": "はっきりした差はありません"}
+    glue("l3_control_verdict", LOOP_VS_CONTROL_JA[lc.verdict.verdict], display=False)
 else:
     for key in ("l3_control_acc", "l3_control_diff", "l3_control_verdict"):
         glue(key, "（対照なし）", display=False)
@@ -712,10 +718,9 @@ glue("l3_ppl_direction", "大きくなっており、一般的な文章の予測
 #   同じ15問で対にした差の判定は「{glue:text}`l3_first_verdict`」です。
 # - **反復の効果**: {glue:text}`l3_iter_verdicts`。{glue:text}`l3_iter1_note`
 # - **忘却**: 前の段階で解けていたのに有意に悪化した質問は、{glue:text}`l3_forgotten`。
-#   そのうちリプレイで学習し直していた質問は {glue:text}`l3_forgotten_replayed` です。
 #   リプレイに選ばれなかった質問ほど忘れやすいかどうかを、9 章の表と見比べてください。
 # - **対照との比較**: ループの最後（{glue:text}`l3_last_stage`、正答率 {glue:text}`l3_last_acc`）と、
-#   同じデータ・同じステップ数の通常 SFT（対照、{glue:text}`l3_control_acc`）の差は {glue:text}`l3_control_diff` で、
+#   同じデータ・同じステップ数の通常 SFT（対照、{glue:text}`l3_control_acc`）の差（対照 − ループ）は {glue:text}`l3_control_diff` で、
 #   判定は「{glue:text}`l3_control_verdict`」です。{glue:text}`l3_seed_summary`。
 # - **言い換えへの汎化**: {glue:text}`l3_last_stage` の正答率は、学習に使っていない言い換えでは {glue:text}`l3_last_para_acc` です。
 # - **タスクの外での忘却**: 一般的な日本語の文章のパープレキシティは、学習前が {glue:text}`l3_ppl_base`、
