@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--profile", default="tiny", choices=["tiny", "qwen3-0.6b", "auto"])
     p.add_argument("--questions", type=int, default=15, help="how many of the 15 questions (default: all)")
-    p.add_argument("--n", type=int, default=30, help="answers per question (default: 30, seed 000's N)")
+    p.add_argument("--n", type=int, default=30, help="answers per question (default: 30, the original experiment (book page `original_experiment`)'s N)")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--top-p", type=float, default=1.0, help="1.0 = temperature only (the tiny profile's loop setting)")

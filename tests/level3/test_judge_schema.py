@@ -1,4 +1,4 @@
-"""The grade schema of seed 000 §4.2: validated on every grade, exact JSON out."""
+"""The grade schema of the original experiment (book page `original_experiment`, §4.2): validated on every grade, exact JSON out."""
 from __future__ import annotations
 
 import copy
