@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from course_lib.level2.sweep import MODULE_SETS, make_spec, run_sweep
+from course_lib.level2.sweep import MODULE_SETS, dataset_loss, example_losses, make_spec, run_sweep
 from course_lib.level2.tables import japanese_table
 from course_lib.lora import (ALL_PROJ_MODULES, ATTENTION_MODULES, MLP_MODULES, attach_lora, lora_parameter_count,
                              lora_parameter_table)
@@ -144,6 +144,36 @@ def test_sweep_final_val_loss_matches_trainer_eval_loss(tiny, records):
     config = dict(lora_r=4, num_train_epochs=1, per_device_train_batch_size=4, learning_rate=1e-2)
     table = run_sweep(model, tok, [config], records[:8], records[8:13], progress=False)
     assert table.iloc[0]["val_loss"] == pytest.approx(table.iloc[0]["best_val_loss"], abs=1e-5)
+
+
+def _hf_loss(model, tok, records) -> float:
+    """The loss the model itself computes for a batch (what Trainer averages)."""
+    from course_lib.sft import AnswerOnlyCollator, encode_dataset
+
+    with torch.no_grad():
+        return float(model(**AnswerOnlyCollator(tok.pad_token_id)(encode_dataset(tok, records))).loss)
+
+
+def test_example_losses_are_each_examples_own_answer_only_loss(tiny, records):
+    model, tok = tiny
+    some = records[:6]
+    alone = [_hf_loss(model, tok, [r]) for r in some]
+    assert example_losses(model, tok, some, batch_size=1) == pytest.approx(alone, abs=1e-5)
+    # padding a batch to its longest example changes no example's loss
+    assert example_losses(model, tok, some, batch_size=4) == pytest.approx(alone, abs=1e-4)
+    # dataset_loss: each batch's own (token-mean) loss, weighted by batch size, as Trainer.evaluate does
+    expected = (_hf_loss(model, tok, some[:4]) * 4 + _hf_loss(model, tok, some[4:]) * 2) / 6
+    assert dataset_loss(model, tok, some, batch_size=4) == pytest.approx(expected, abs=1e-5)
+
+
+def test_sweep_rows_carry_one_loss_per_example(tiny, records):
+    model, tok = tiny
+    table = run_sweep(model, tok, [dict(lora_r=2, max_steps=1, per_device_train_batch_size=4)], records[:8],
+                      records[8:13], progress=False)
+    row = table.iloc[0]
+    assert len(row["train_example_losses"]) == 8 and len(row["val_example_losses"]) == 5
+    # the examples are weighted equally here; dataset_loss weights batches (one batch of 5: token-weighted)
+    assert sum(row["val_example_losses"]) / 5 == pytest.approx(row["val_loss"], rel=0.05)
 
 
 def test_sweep_cache_skips_identical_runs(tiny, records, monkeypatch):

@@ -7,6 +7,11 @@ One noun per module:
   and the proof that the base model came back unchanged (``BaseSnapshot``).
 - :mod:`.cost`: the cost. Time per step and peak memory against ``lora_r`` and
   sequence length (``measure_cost``), and Qwen3-0.6B's shapes without its weights.
+- :mod:`.seeds`: training-seed variance. The same sweep under several training seeds
+  (``run_seeds``), and verdicts that hold across them (``compare_across_seeds``: paired over
+  validation examples within a seed, agreement across seeds), in the page's words.
+- :mod:`.figures`: figures that show each seed and the mean (``seed_points``), and the check
+  that a bar chart's value axis starts at 0 (``bars_start_at_zero``).
 - :mod:`.tables`: the tables as the page shows them: Japanese headers, rounded numbers.
 - :mod:`.explorer`: the ipywidgets explorer (sliders in JupyterLab, one figure elsewhere).
 

@@ -55,24 +55,51 @@ def modules_label(target_modules: Sequence[str]) -> str:
 # --------------------------------------------------------------------------- losses
 
 @torch.no_grad()
-def dataset_loss(model, tokenizer, records: Sequence[dict], batch_size: int = 8, max_length: int = 512,
-                 system: str | None = None) -> float:
-    """Answer-only loss over records, averaged the way ``Trainer.evaluate`` averages it
-    (per-batch mean, weighted by batch size), so it matches the history's ``eval_loss``."""
+def loss_pass(model, tokenizer, records: Sequence[dict], batch_size: int = 8, max_length: int = 512,
+              system: str | None = None) -> tuple[float, list[float]]:
+    """One forward pass over ``records`` giving both losses the sweep reports:
+
+    - the answer-only loss averaged the way ``Trainer.evaluate`` averages it (each batch's
+      token-mean, weighted by batch size), so it matches the history's ``eval_loss``;
+    - one loss per record: the mean negative log-probability of that record's answer tokens
+      (prompt and padding excluded), in the order of ``records``. This is the unit of paired
+      comparisons: two settings measured on the same examples. (Its plain mean weights every
+      example equally, so it differs slightly from the first number.)
+    """
     data = encode_dataset(tokenizer, records, system, max_length)
     collate = AnswerOnlyCollator(tokenizer.pad_token_id)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
+    total, count, per_example = 0.0, 0, []
     for start in range(0, len(data), batch_size):
-        chunk = data[start : start + batch_size]
-        batch = {k: v.to(device) for k, v in collate(chunk).items()}
-        total += float(model(**batch).loss) * len(chunk)
-        count += len(chunk)
+        batch = {k: v.to(device) for k, v in collate(data[start : start + batch_size]).items()}
+        labels = batch.pop("labels")
+        logits = model(**batch).logits[:, :-1].float()
+        targets = labels[:, 1:]
+        token_loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100,
+                                                       reduction="none")
+        mask = targets != -100
+        sums, tokens = (token_loss * mask).sum(dim=1), mask.sum(dim=1)
+        per_example += (sums / tokens.clamp(min=1)).tolist()
+        total += float(sums.sum() / tokens.sum().clamp(min=1)) * len(labels)
+        count += len(labels)
     if was_training:
         model.train()
-    return total / count
+    return total / count, per_example
+
+
+def dataset_loss(model, tokenizer, records: Sequence[dict], batch_size: int = 8, max_length: int = 512,
+                 system: str | None = None) -> float:
+    """Answer-only loss over records, averaged the way ``Trainer.evaluate`` averages it
+    (per-batch mean, weighted by batch size), so it matches the history's ``eval_loss``."""
+    return loss_pass(model, tokenizer, records, batch_size, max_length, system)[0]
+
+
+def example_losses(model, tokenizer, records: Sequence[dict], batch_size: int = 8, max_length: int = 512,
+                   system: str | None = None) -> list[float]:
+    """One answer-only loss per record (see :func:`loss_pass`), in the order of ``records``."""
+    return loss_pass(model, tokenizer, records, batch_size, max_length, system)[1]
 
 
 # --------------------------------------------------------------------------- base-model snapshot
@@ -191,8 +218,10 @@ def _summary_row(model, tokenizer, spec: RunSpec, count, result, train, val) -> 
     """The table row of one trained run; the losses are measured on the final weights (the best
     ones when early stopping restored them), in eval mode."""
     config, ev = spec.train, result.eval_loss
-    loss_of = partial(dataset_loss, model, tokenizer, batch_size=max(config.per_device_train_batch_size, 8),
-                      max_length=config.max_length, system=config.system)
+    losses = partial(loss_pass, model, tokenizer, batch_size=max(config.per_device_train_batch_size, 8),
+                     max_length=config.max_length, system=config.system)
+    train_loss, train_examples = losses(train)
+    val_loss, val_examples = losses(val) if val else (float("nan"), [])
     alpha = spec.lora_alpha
     return {
         "name": spec.name, "lora_r": spec.lora_r, "lora_alpha": int(alpha) if alpha.is_integer() else alpha,
@@ -201,7 +230,9 @@ def _summary_row(model, tokenizer, spec: RunSpec, count, result, train, val) -> 
         "learning_rate": config.learning_rate, "num_train_epochs": config.num_train_epochs,
         "lr_scheduler_type": config.lr_scheduler_type,
         "trainable_params": count.trainable, "total_params": count.total, "trainable_pct": count.percent,
-        "train_loss": loss_of(train), "val_loss": loss_of(val) if val else float("nan"),
+        "train_loss": train_loss, "val_loss": val_loss,
+        # one loss per example (the same examples in every run): the unit of paired comparisons
+        "train_example_losses": tuple(train_examples), "val_example_losses": tuple(val_examples),
         "best_val_loss": result.best_eval_loss,
         "best_epoch": float(ev.loc[ev["eval_loss"].idxmin(), "epoch"]) if len(ev) else float("nan"),
         "steps": result.steps, "stopped_early": result.steps < _planned_steps(config, len(train)),
@@ -253,15 +284,18 @@ class SweepTable(pd.DataFrame):
         return self.histories[self.histories[key] == run].reset_index(drop=True)
 
     def epoch_curves(self) -> pd.DataFrame:
-        """Per run and epoch: mean training loss of that epoch's steps, and the validation loss."""
+        """Per run and epoch: mean training loss of that epoch's steps, and the validation loss.
+
+        A multi-seed table (:func:`course_lib.level2.seeds.run_seeds`) keeps its ``seed`` column."""
         h = self.histories
+        keys = (["seed"] if "seed" in h else []) + ["run", "name"]
         train = h.dropna(subset=["loss"]).assign(epoch=lambda d: (d["epoch"] - 1e-9).apply(math.ceil))
-        train = train.groupby(["run", "name", "epoch"], as_index=False)["loss"].mean()
+        train = train.groupby([*keys, "epoch"], as_index=False)["loss"].mean()
         val = h.dropna(subset=["eval_loss"]).assign(epoch=lambda d: d["epoch"].round().astype(int))
-        val = val[["run", "name", "epoch", "eval_loss"]]
-        out = train.merge(val, on=["run", "name", "epoch"], how="outer")
+        val = val[[*keys, "epoch", "eval_loss"]]
+        out = train.merge(val, on=[*keys, "epoch"], how="outer")
         out = out.rename(columns={"loss": "train_loss", "eval_loss": "val_loss"})
-        return out.sort_values(["run", "epoch"]).reset_index(drop=True)
+        return out.sort_values([*keys[:-1], "epoch"]).reset_index(drop=True)
 
 
 def run_sweep(base_model, tokenizer, configs: Iterable[Mapping], train: Sequence[dict], val: Sequence[dict] | None,

@@ -4,7 +4,9 @@ Its source: the level-1 format and loaders come from ``course_lib.level1`` (no c
 per-profile settings are one visible table, solutions are code cells tagged
 ``hide-cell`` and the CI thresholds one closing cell tagged ``remove-input``.
 Its executed page (tiny model, quick=True, run once per session by the runner): it ran
-cleanly, with every figure, no widget, the solutions ran, and the closing check ran.
+cleanly, with every figure, no widget, the solutions ran, and the closing check ran; every
+number and verdict the prose quotes is glued from the run, the comparisons ran under two
+training seeds with one verdict word each, and every bar chart starts at 0.
 Unit tests of ``course_lib.level2`` are in ``tests/test_level2_*.py``.
 """
 from __future__ import annotations
@@ -19,7 +21,11 @@ LESSON = "level2_parameters"
 SOLUTION_CELLS = 4  # 基本1, 基本2, 発展1, 発展2
 # values only the CI thresholds compare (tiny-tuned); the visible cells must not assert on them
 CI_ONLY_NAMES = ("best_rank[", "spread_alpha <", "vals[\"q,v\"]", "best_lr not in", "best_epoch <", "final[",
-                 "stopped_early", "sched_range <", "final_val[", "d.loc[", "by_len.loc[")
+                 "stopped_early", "sched_range <", "final_val[", "d.loc[", "by_len.loc[", "rank_mean", "overfit[",
+                 ".verdict ==", "scale_verdicts[", "mean_diff <")
+GLUE_ROLE = re.compile(r"\{glue(?::text)?\}`([a-z0-9_]+)`")
+VERDICT_WORDS = {"良くなる", "悪くなる", "はっきりした差はない", "シードによって違う"}
+BAR_CALL = re.compile(r"\.barplot\(|\.bar\(|\.barh\(|kind=\"bar")
 
 
 def _tags(cell) -> list[str]:
@@ -30,6 +36,18 @@ def _ran(cell) -> bool:
     """papermill executed the cell and it raised nothing."""
     pm = cell.get("metadata", {}).get("papermill", {})
     return cell.get("execution_count") is not None and pm.get("status") == "completed" and not pm.get("exception")
+
+
+def _glued(nb) -> dict[str, str]:
+    """Every value the run glued (myst-nb ``glue``), by key, as the text the page shows."""
+    out = {}
+    for c in nb.cells:
+        for o in c.get("outputs", []):
+            name = o.get("metadata", {}).get("scrapbook", {}).get("name")
+            if name:
+                text = next((v for k, v in o.get("data", {}).items() if k.endswith("text/plain")), "")
+                out[name] = text.strip("'\"") if isinstance(text, str) else "".join(text).strip("'\"")
+    return out
 
 
 def _errors(cell) -> list[dict]:
@@ -83,6 +101,26 @@ def test_source_has_hidden_solutions_and_one_closing_ci_cell(source):
                 assert not any(name in line for name in CI_ONLY_NAMES), line
 
 
+def test_bar_charts_start_at_zero_in_the_source(source):
+    """A bar's height is read as its size: every cell that draws bars checks its axes with
+    ``bars_start_at_zero`` (which raises otherwise), and no lower y limit above 0 is set anywhere."""
+    code = [c.source for c in source.cells if c.cell_type == "code"]
+    bar_cells = [c for c in code if BAR_CALL.search(c)]
+    assert bar_cells, "the A/B comparison draws bars"
+    for cell in bar_cells:
+        assert "bars_start_at_zero(fig)" in cell, cell
+    for cell in code:
+        for low in re.findall(r"set_ylim\(\s*([^,)]+)", cell):
+            assert low.strip() in ("0", "0.0", "bottom=0"), f"a y axis that starts at {low}: {cell}"
+
+
+def test_comparisons_run_under_several_training_seeds_in_the_source(source):
+    code = "\n".join(c.source for c in source.cells if c.cell_type == "code")
+    assert "SEEDS = [seed + i for i in range(2 if quick else 3)]" in code, "full runs use 3 seeds, quick at least 2"
+    for name in ("rank_seeds", "alpha_seeds", "fixed_alpha_seeds", "sched_seeds", "dropout_seeds"):
+        assert re.search(rf"{name} = run_seeds\(sweep, .*SEEDS", code, re.S), f"{name} runs under SEEDS"
+
+
 # --------------------------------------------------------------------------- the executed page (slow)
 
 @pytest.mark.notebook
@@ -122,3 +160,39 @@ def test_level2_closing_ci_check_cell_is_the_last_code_cell_and_ran(executed_les
     assert len(closing) == 1 and closing[0] is code[-1]
     assert _ran(closing[0]) and not _errors(closing[0]) and not closing[0].get("outputs"), "the checks pass silently"
     assert "if TINY:" in closing[0].source and "assert" in closing[0].source
+
+
+@pytest.mark.notebook
+def test_level2_every_glue_key_in_the_prose_is_produced_by_the_run(executed_lesson):
+    _, nb = executed_lesson(LESSON)
+    prose = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    used = set(GLUE_ROLE.findall(prose))
+    glued = _glued(nb)
+    assert len(used) >= 40, f"the prose takes its numbers and verdicts from the run, found only {sorted(used)}"
+    assert used <= set(glued), f"glue keys used but not produced by the run: {sorted(used - set(glued))}"
+    assert all(glued[k].strip() for k in used), [k for k in used if not glued[k].strip()]
+
+
+@pytest.mark.notebook
+def test_level2_seed_results_and_verdicts_are_on_the_page(executed_lesson):
+    _, nb = executed_lesson(LESSON)
+    glued = _glued(nb)
+    assert glued["l2_seeds"] == "0, 1" and glued["l2_n_seeds"] == "2", "quick runs use training seeds 0 and 1"
+    # the verdicts the prose quotes are the four words, with one difference per seed
+    for key in ("l2_rank_small", "l2_rank_large", "l2_alpha_low", "l2_alpha_high", "l2_sched_linear",
+                "l2_drop_val", "l2_es_small", "l2_drop_vs_es", "l2_ab_val", "l2_es_vs_final"):
+        word = glued[key].split("」")[0].lstrip("「")
+        assert word in VERDICT_WORDS, (key, glued[key])
+        assert "シード0:" in glued[key] and "シード1:" in glued[key], (key, glued[key])
+    # tables per seed: the seed columns and the verdict column
+    html = "".join(o.get("data", {}).get("text/html", "") if isinstance(o.get("data", {}).get("text/html", ""), str)
+                   else "".join(o["data"]["text/html"]) for c in nb.cells for o in c.get("outputs", []))
+    assert html.count("シード1") >= 10 and "判定" in html
+    assert "幅（最大−最小）" in html, "each seed table shows how far the seeds spread"
+
+
+@pytest.mark.notebook
+def test_level2_bar_check_ran_without_error(executed_lesson):
+    _, nb = executed_lesson(LESSON)
+    cells = [c for c in nb.cells if c.cell_type == "code" and "bars_start_at_zero(fig)" in c.source]
+    assert cells and all(_ran(c) and not _errors(c) for c in cells), "every bar chart was checked and starts at 0"
