@@ -4,7 +4,6 @@ Educational material, not medical advice (医療上の助言ではありませ�
 """
 from __future__ import annotations
 
-import math
 from typing import Mapping
 
 import numpy as np
@@ -30,17 +29,8 @@ def stage_tick(stage: str) -> str:
 
 
 def symptom_titles() -> dict[str, str]:
-    """Symptom id -> short Japanese title (the ids themselves when the data is missing)."""
+    """Symptom id -> short Japanese title."""
     return {s["id"]: s["title"] for s in load_symptoms()}
-
-
-def symptom_texts() -> dict[str, str]:
-    return {s["id"]: s["text"] for s in load_symptoms()}
-
-
-def pct(x: float) -> str:
-    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.1%}"
-
 
 
 # --------------------------------------------------------------------------- plots
