@@ -18,22 +18,27 @@ class DeviceChoice:
 
 
 def pick_device(prefer: str | None = None) -> DeviceChoice:
-    """cuda > mps > cpu; bf16 where the accelerator supports it, else fp32.
+    """cuda > mps > cpu; on CUDA bf16 where supported, else fp16 (a T4, Colab's free GPU); fp32 elsewhere.
 
     ``prefer`` forces a device ("cpu" is handy for reproducible CPU runs on a GPU box).
     """
     if prefer == "cpu":
-        return DeviceChoice("cpu", torch.float32, "forced by the caller")
+        return DeviceChoice("cpu", torch.float32, "呼び出し側が CPU を指定")
     if (prefer in (None, "cuda")) and torch.cuda.is_available():
-        if torch.cuda.is_bf16_supported():
-            return DeviceChoice("cuda", torch.bfloat16, f"{torch.cuda.get_device_name(0)} supports bfloat16")
-        return DeviceChoice("cuda", torch.float32, f"{torch.cuda.get_device_name(0)} lacks bfloat16, using float32")
+        name = torch.cuda.get_device_name(0)
+        # Native bf16 only (compute capability 8.0+): by default torch also answers True for a GPU
+        # that only emulates it (a T4), where bf16 would run slowly.
+        if torch.cuda.is_bf16_supported(including_emulation=False):
+            return DeviceChoice("cuda", torch.bfloat16, f"{name} supports bfloat16")
+        # Half the memory of fp32 and the tensor cores of older GPUs; train() turns on fp16
+        # mixed precision (loss scaling), and PEFT keeps the LoRA weights themselves in fp32.
+        return DeviceChoice("cuda", torch.float16, f"{name} lacks bfloat16, using float16")
     if (prefer in (None, "mps")) and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         # bf16 on MPS depends on the macOS version; fp32 is the safe choice for lessons.
-        return DeviceChoice("mps", torch.float32, "Apple GPU (MPS), float32 for stability")
+        return DeviceChoice("mps", torch.float32, "Apple の GPU（MPS）。安定のため float32")
     if prefer not in (None, "cpu"):
         raise RuntimeError(f"device {prefer!r} was requested but is not available; use prefer=None to pick automatically")
-    return DeviceChoice("cpu", torch.float32, "no GPU found, float32 on CPU")
+    return DeviceChoice("cpu", torch.float32, "GPU が見つからないので、CPU で float32")
 
 
 KEY_PACKAGES = ("torch", "transformers", "peft", "papermill", "jupyter-book", "openai")

@@ -101,10 +101,11 @@ class PeakMemory:
 
 
 def training_arguments(config: TrainConfig, out_dir: str, eval_strategy: str, device: str, bf16: bool,
-                       progress: bool):
+                       progress: bool, fp16: bool = False):
     """``TrainingArguments`` for :func:`train`: the config's fields under their own names, plus
     what the course always wants (a log line per step, no reporting, no checkpoints unless
-    early stopping needs the best one back)."""
+    early stopping needs the best one back). ``bf16`` / ``fp16``: mixed precision that matches
+    the base model's dtype (fp16 on a GPU without bf16, such as Colab's T4)."""
     from transformers import TrainingArguments
 
     return TrainingArguments(
@@ -133,6 +134,7 @@ def training_arguments(config: TrainConfig, out_dir: str, eval_strategy: str, de
         seed=config.seed,
         data_seed=config.seed,
         bf16=bf16,
+        fp16=fp16,
         remove_unused_columns=False,
         dataloader_num_workers=0,
         dataloader_pin_memory=device == "cuda",
@@ -156,8 +158,9 @@ def train(model, tokenizer, train_records: Sequence[dict], val_records: Sequence
     device = next(model.parameters()).device.type
     eval_strategy = "no" if val_ds is None else ("steps" if config.eval_steps else "epoch")
     with tempfile.TemporaryDirectory(prefix="course-train-") as out_dir:
-        args = training_arguments(config, out_dir, eval_strategy, device,
-                                  bf16=next(model.parameters()).dtype == torch.bfloat16, progress=progress)
+        dtype = next(model.parameters()).dtype
+        args = training_arguments(config, out_dir, eval_strategy, device, bf16=dtype == torch.bfloat16,
+                                  fp16=dtype == torch.float16, progress=progress)
         cbs = list(callbacks)
         if config.early_stopping_patience:
             cbs.append(EarlyStoppingCallback(config.early_stopping_patience, config.early_stopping_threshold))

@@ -16,6 +16,47 @@ def test_device_choice_on_this_machine():
     assert pick_device("cpu").device == "cpu"
 
 
+@pytest.mark.parametrize("gpu, native_bf16, dtype", [("NVIDIA H200", True, torch.bfloat16),
+                                                     ("Tesla T4", False, torch.float16)])
+def test_cuda_dtype_is_bf16_where_native_else_fp16(monkeypatch, gpu, native_bf16, dtype):
+    # A T4 (Colab's free GPU) only emulates bf16: torch's default answer would be True there.
+    asked = {}
+
+    def is_bf16_supported(including_emulation=True):
+        asked["including_emulation"] = including_emulation
+        return native_bf16 or including_emulation
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: gpu)
+    choice = pick_device()
+    assert (choice.device, choice.dtype) == ("cuda", dtype) and gpu in choice.why
+    assert asked == {"including_emulation": False}
+
+
+@pytest.mark.parametrize("dtype, flags", [(torch.float16, (False, True)), (torch.bfloat16, (True, False)),
+                                          (torch.float32, (False, False))])
+def test_train_turns_on_the_mixed_precision_of_the_model_dtype(monkeypatch, dtype, flags):
+    from course_lib import train as train_mod
+
+    class Stop(Exception):
+        pass
+
+    def capture(*args, bf16, fp16, **kwargs):
+        raise Stop((bf16, fp16))
+
+    monkeypatch.setattr(train_mod, "training_arguments", capture)
+    model = torch.nn.Linear(2, 2).to(dtype)
+
+    class Tok:
+        pad_token_id = 0
+
+    monkeypatch.setattr(train_mod, "encode_dataset", lambda *a, **k: [])
+    with pytest.raises(Stop) as stop:
+        train_mod.train(model, Tok(), [{"prompt": "p", "response": "r"}])
+    assert stop.value.args[0] == flags
+
+
 def test_unknown_profile_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown model profile 'gpt5'.*auto, tiny, qwen3-0.6b"):
         profiles.resolve_profile("gpt5")
@@ -26,7 +67,7 @@ def test_auto_falls_back_to_tiny_offline(monkeypatch):
     monkeypatch.setattr(profiles, "_qwen_in_local_cache", lambda: False)
     monkeypatch.setattr(profiles, "_hub_reachable", lambda timeout=2.0: False)
     r = profiles.resolve_profile("auto")
-    assert r.profile == "tiny" and "unreachable" in r.why
+    assert r.profile == "tiny" and "接続できない" in r.why
 
 
 def test_auto_prefers_qwen_when_hub_is_reachable(monkeypatch):
@@ -52,7 +93,7 @@ def test_real_path_loads_a_local_qwen3_folder(monkeypatch, small_model_dir, caps
     assert loaded.profile == "qwen3-0.6b" and loaded.source == str(small_model_dir)
     assert type(loaded.model).__name__ == "Qwen3ForCausalLM"
     banner = capsys.readouterr().out
-    assert "Qwen/Qwen3-0.6B" in banner and "device" in banner and loaded.device.device in banner
+    assert "Qwen/Qwen3-0.6B" in banner and "デバイス" in banner and loaded.device.device in banner
 
 
 def test_bad_local_path_is_a_clear_error(monkeypatch, tmp_path):
@@ -80,7 +121,7 @@ def test_qwen_requested_uses_the_local_cache_before_the_hub(monkeypatch):
     monkeypatch.delenv("COURSE_QWEN_PATH", raising=False)
     monkeypatch.setattr(profiles, "_qwen_in_local_cache", lambda: True)
     monkeypatch.setattr(profiles, "_hub_reachable", lambda timeout=2.0: pytest.fail("the cache hit needs no network"))
-    assert "cache" in profiles.resolve_profile("qwen3-0.6b").why
+    assert "キャッシュ" in profiles.resolve_profile("qwen3-0.6b").why
 
 
 def test_the_test_session_cannot_reach_the_internet():
