@@ -5,11 +5,12 @@ from typing import Sequence
 
 import torch
 
-
 from .progress import progress_bar
 from .sft import chat_prompt
+from .timing import timed_function
 
 
+@timed_function("generate")
 @torch.no_grad()
 def sample_answers(model, tokenizer, prompts: Sequence[str], n: int = 1, temperature: float = 0.7, top_p: float = 0.9,
                    max_new_tokens: int = 128, batch_size: int = 64, seed: int = 0, system: str | None = None,

@@ -8,7 +8,7 @@ import warnings
 
 
 def start_lesson(seed: int = 0) -> None:
-    """Seed every random generator, silence library noise, set up plots."""
+    """Seed every random generator, silence library noise, set up plots, start the timers."""
     import numpy as np
     import torch
     from transformers.utils import logging as hf_logging
@@ -21,8 +21,10 @@ def start_lesson(seed: int = 0) -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft)\..*")
     warnings.filterwarnings("ignore", message=".*pin_memory.*")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from . import timing
     from .plots import setup_plots
 
+    timing.reset()  # the lesson's time breakdown (course_lib.timing) counts from here
     setup_plots()
 
 

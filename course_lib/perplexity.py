@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+from .timing import timed_function
+
 GENERAL_TEXT_EVERY = 10  # every 10th paragraph of the corpus, starting with the first
 
 
@@ -20,6 +22,7 @@ def general_text(every: int = GENERAL_TEXT_EVERY) -> list[str]:
     return read_corpus()[::every]
 
 
+@timed_function("perplexity")
 def perplexity(model, tokenizer, texts: Sequence[str], max_length: int = 128, batch_size: int = 8) -> float:
     """Perplexity of ``model`` on ``texts``: exp of the mean negative log-probability per token.
 

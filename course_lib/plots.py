@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from .timing import timed_function
 
 JAPANESE_FONT = "IPAexGothic"  # shipped by matplotlib-fontja, so no system font is needed
 
@@ -22,6 +23,7 @@ def setup_plots(context: str = "notebook") -> None:
     matplotlib.rcParams["figure.dpi"] = 100
 
 
+@timed_function("plot")
 def plot_loss(history, ax=None, title: str = "損失曲線（loss curve）"):
     """Training loss per step, with validation loss when the history has it."""
     import matplotlib.pyplot as plt

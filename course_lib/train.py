@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from .sft import AnswerOnlyCollator, encode_dataset
+from .timing import timed
 
 
 @dataclass
@@ -175,7 +176,7 @@ def train(model, tokenizer, train_records: Sequence[dict], val_records: Sequence
         if not progress:
             trainer.remove_callback(PrinterCallback)  # without tqdm it would print every log dict
         start = time.perf_counter()
-        with PeakMemory(device) as mem:
+        with PeakMemory(device) as mem, timed("train"):
             trainer.train()
         seconds = time.perf_counter() - start
     model.eval()

@@ -14,6 +14,7 @@ from ..data import write_json, write_jsonl, read_jsonl
 from ..generate import sample_answers
 from ..perplexity import general_text, perplexity
 from ..progress import progress_bar
+from ..timing import timed_function
 from .config import LoopConfig
 from .data import LoopData, eval_items
 from .judge import JudgeError
@@ -74,6 +75,7 @@ class Grader:
                 "drugs": grade["drugs"], "needs_review": bool(record.get("unrecognised"))})
         return rows
 
+    @timed_function("judge")
     def _grade_pending(self, todo: list[dict], desc: str) -> None:
         chunk = max(1, 4 * int(self.judge.concurrency))
         bar = progress_bar(total=len(todo), desc=desc, unit="answer", enabled=self.progress)

@@ -26,6 +26,7 @@ import yaml
 
 from ..device import environment_info
 from ..secrets import redact
+from ..timing import BREAKDOWN_SUFFIX, read_breakdown
 from ..paths import EXECUTED_DIR, NOTEBOOKS_DIR, REPO_ROOT, TOC_PATH, mark_headless
 from .cache import ExecutionCache
 
@@ -223,11 +224,39 @@ def run_lesson(name: str, out_dir: Path, parameters: dict, notebooks_dir: Path, 
     return result
 
 
+TIMING_COLUMNS = {"train": "学習", "generate": "生成", "judge": "採点", "perplexity": "パープレキシティ",
+                  "plot": "図の作成", "other": "その他", "total": "合計"}
+
+
+def timing_table(report: RunReport, out_dir: Path) -> list[str]:
+    """Markdown lines: each lesson's seconds by kind of work (:mod:`course_lib.timing`), from the
+    ``<lesson>_timing.json`` it wrote (restored with it when cached). Empty when none wrote one."""
+    rows = []
+    for r in report.results:
+        name = f"{r.name}{BREAKDOWN_SUFFIX}"
+        data = read_breakdown(out_dir / name) if name in r.files else None
+        if data is not None:
+            cells = " | ".join(f"{float(data.get(k, 0.0)):.1f}" for k in TIMING_COLUMNS)
+            rows.append(f"| {r.name} | {cells} | {float(data.get('in_workers', 0.0)):.1f} |")
+    if not rows:
+        return []
+    return ["", "## 時間の内訳（秒）", "",
+            "各レッスンの実行時間を、作業の種類ごとに分けたものです（`course_lib.timing` の計測）。"
+            "「その他」はモデルの読み込み・集計・表示などです。「ワーカー」は別プロセスで並行して動いた作業の秒数で、"
+            "各列に含まれます（そのため列の合計が「合計」を超えることがあります）。", "",
+            "| レッスン | " + " | ".join(TIMING_COLUMNS.values()) + " | うちワーカー |",
+            "| --- |" + " ---: |" * (len(TIMING_COLUMNS) + 1), *rows]
+
+
 def write_report(report: RunReport, out_dir: Path) -> tuple[Path, Path]:
     """report.json (for machines) and report.md (the book's execution-status page)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     js = out_dir / f"{REPORT_STEM}.json"
-    payload = {"started": report.started, "environment": report.environment, "results": [asdict(r) for r in report.results]}
+    results = []
+    for r in report.results:
+        timing_file = f"{r.name}{BREAKDOWN_SUFFIX}"
+        results.append(asdict(r) | {"timing": read_breakdown(out_dir / timing_file) if timing_file in r.files else None})
+    payload = {"started": report.started, "environment": report.environment, "results": results}
     js.write_text(redact(json.dumps(payload, ensure_ascii=False, indent=2)), encoding="utf-8")
     ok = len(report.results) - len(report.failed)
     cached = len(report.cached)
@@ -260,6 +289,7 @@ def write_report(report: RunReport, out_dir: Path) -> tuple[Path, Path]:
             "パラメータ、埋め込みモデル、主なパッケージのバージョン）が変わっていないため、実行せずに前回の結果を",
             "そのまま使っています。実行時間と実行日時は、その元の実行のものです。",
         ]
+    lines += timing_table(report, out_dir)
     # The sections the lessons of this report wrote (level 3: iteration table, plots, configuration),
     # executed now or restored from the cache; a leftover from another run is not shown as current.
     shown: list[str] = []

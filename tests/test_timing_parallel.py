@@ -1,0 +1,81 @@
+"""The time breakdown (course_lib.timing) and the worker pool (course_lib.parallel)."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+from course_lib import parallel, timing
+
+
+def _sleep_in(category: str, seconds: float) -> str:
+    """A job for a worker: time spent under ``category``, and which process ran it."""
+    with timing.timed(category):
+        time.sleep(seconds)
+    return f"{category}:{os.getpid()}"
+
+
+def test_nested_sections_are_counted_once_in_the_inner_category(monkeypatch):
+    clock = iter([0.0, 10.0, 12.0, 15.0])  # outer starts at 0, inner runs 10 → 12, outer ends at 15
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: next(clock))
+    timing._seconds.clear()
+    timing._stack.clear()
+    with timing.timed("train"):
+        with timing.timed("generate"):
+            pass
+    assert timing.snapshot()["train"] == pytest.approx(13.0)  # 15 s minus the inner 2 s
+    assert timing.snapshot()["generate"] == pytest.approx(2.0)
+
+
+def test_breakdown_puts_the_rest_under_other_and_rejects_unknown_categories():
+    timing.reset()
+    timing._seconds.update({"train": 3.0, "judge": 1.5})
+    timing.absorb({"generate": 4.0, "not-a-category": 9.0})
+    b = timing.breakdown(total=10.0)
+    assert (b["train"], b["judge"], b["generate"], b["plot"]) == (3.0, 1.5, 4.0, 0.0)
+    assert b["other"] == 5.5  # 10 − 3 − 1.5: worker seconds ran alongside, not inside, the wall time
+    assert b["in_workers"] == 4.0 and b["total"] == 10.0
+    with pytest.raises(ValueError, match="unknown timing category"):
+        with timing.timed("thinking"):
+            pass
+
+
+def test_write_breakdown_only_when_the_runner_asks(tmp_path, monkeypatch):
+    monkeypatch.delenv("COURSE_REPORT_DIR", raising=False)
+    timing.reset()
+    assert timing.write_breakdown("lesson_x") is None
+    monkeypatch.setenv("COURSE_REPORT_DIR", str(tmp_path))
+    path = timing.write_breakdown("lesson_x", total=2.0)
+    assert path == tmp_path / "lesson_x_timing.json"
+    assert json.loads(path.read_text())["total"] == 2.0
+    assert timing.read_breakdown(path)["other"] == 2.0
+    path.write_text("{not json")
+    assert timing.read_breakdown(path) is None
+
+
+def test_jobs_run_in_two_processes_in_order_and_their_time_comes_back():
+    timing.reset()
+    jobs = [("train", 0.3), ("generate", 0.3), ("judge", 0.3)]
+    out = parallel.run_jobs(_sleep_in, jobs, workers=2)
+    assert [o.split(":")[0] for o in out] == ["train", "generate", "judge"]  # the order of the jobs
+    pids = {o.split(":")[1] for o in out}
+    assert str(os.getpid()) not in pids and len(pids) == 2
+    b = timing.breakdown()
+    for cat in ("train", "generate", "judge"):
+        assert b[cat] >= 0.3
+    assert b["in_workers"] >= 0.9
+
+
+def test_one_worker_is_the_serial_path_in_this_process():
+    out = parallel.run_jobs(_sleep_in, [("plot", 0.0), ("plot", 0.0)], workers=1)
+    assert {o.split(":")[1] for o in out} == {str(os.getpid())}
+
+
+def test_course_workers_overrides_and_is_checked(monkeypatch):
+    monkeypatch.setenv("COURSE_WORKERS", "1")
+    assert parallel.default_workers() == 1
+    monkeypatch.setenv("COURSE_WORKERS", "two")
+    with pytest.raises(ValueError, match="COURSE_WORKERS"):
+        parallel.default_workers()
