@@ -30,6 +30,9 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
 QUICK_OVERRIDES: dict[str, Any] = dict(n_samples=8, n_paraphrase=2)
 
 BASELINE, ITERATION, CONTROL = "baseline", "iteration", "control"
+# What iterations 1..K train on (course_lib.level3.update_rules): references for the failures (the
+# original experiment), the model's own accepted answers, or preference pairs (DPO).
+UPDATE_RULES = ("corrective", "self_distill", "dpo")
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,10 @@ class LoopConfig:
     pass_accuracy: float = 0.8  # a question passes when this share of its answers scores >= 0.8 and none is unsafe
     replay_ratio: float = 0.5  # share of the passing questions mixed back in (0 = no replay)
     control: bool = True  # train and evaluate the same-compute control
+    # update rule of iterations 1..K (course_lib.level3.update_rules): what each iteration trains on
+    update_rule: str = "corrective"  # "corrective" | "self_distill" | "dpo"
+    self_distill_k: int = 2  # self_distill: at most this many accepted own answers per question
+    dpo_beta: float = 0.1  # dpo: strength of the pull towards the reference (trl's DPOConfig.beta)
     seed: int = 0
 
     def __post_init__(self):
@@ -96,6 +103,15 @@ class LoopConfig:
             raise ValueError(f"replay_ratio must be between 0 and 1, got {self.replay_ratio}")
         if not 0.0 < self.pass_accuracy <= 1.0:
             raise ValueError(f"pass_accuracy must be in (0, 1], got {self.pass_accuracy}")
+        if self.update_rule not in UPDATE_RULES:
+            raise ValueError(f"update_rule must be one of {UPDATE_RULES}, got {self.update_rule!r}")
+        if self.control and self.update_rule != "corrective":
+            raise ValueError("the same-compute control pools the corrective loop's data: set control=False for "
+                             f"update_rule={self.update_rule!r} (compare with the corrective run's control)")
+        if self.self_distill_k < 1:
+            raise ValueError(f"self_distill_k must be >= 1, got {self.self_distill_k}")
+        if self.dpo_beta <= 0:
+            raise ValueError(f"dpo_beta must be > 0, got {self.dpo_beta}")
 
     @classmethod
     def for_profile(cls, profile: str, quick: bool = False, **overrides) -> "LoopConfig":

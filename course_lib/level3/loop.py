@@ -5,7 +5,8 @@ Stages, in order (see :meth:`.config.LoopConfig.plan`)::
     baseline   the untrained model (the original experiment skipped it)
     iter0      LoRA SFT on ``train_initial``
     iter1..K   corrective SFT on the questions the previous stage failed (+ replay);
-               which questions and which data: :mod:`.selection`, the idea of the lesson
+               which questions and which data: :mod:`.selection`, the idea of the lesson.
+               ``update_rule`` swaps in self-distillation or DPO (:mod:`.update_rules`)
     control    plain SFT: a fresh LoRA on all the data the loop used, for the same number
                of optimizer steps as the whole loop
 
@@ -35,6 +36,11 @@ from .evaluate import Grader, evaluate_stage
 from .metrics import summarise
 from .runs import LoopResult, Run, StageDir, load_result, run_identity
 from .selection import build_iteration_data, union_records
+from .update_rules import (build_preference_pairs, corrective_budget, graded_answers, select_self_distill,
+                           train_dpo)
+
+# DPO: at most this many (chosen, rejected) pairs per question and iteration
+DPO_PAIRS_PER_QUESTION = 4
 
 
 class StageModels:
@@ -142,22 +148,66 @@ class LoopStages:
                         epochs=self.config.epochs_initial)
 
     def iteration(self, st: Stage, sd: StageDir):
-        """Iteration k >= 1: the parent's failures become corrective (+ replay) data."""
+        """Iteration k >= 1: the parent's graded answers become training data, by ``config.update_rule``.
+
+        The corrective rule's data (the parent's failures + replay) is built for every rule: it is
+        the corrective rule's training set and, for the others, the step budget (:func:`.update_rules.corrective_budget`).
+        """
         frame = pd.DataFrame(self.run.grades(st.parent))
         per_q = summarise(frame[frame["split"] == "original"], n_boot=1).per_question
         it = build_iteration_data(per_q, self.data, self.config.replay_ratio, self.config.pass_accuracy,
                                   seed=self.config.seed + st.k)
-        info = {"stage": st.name, "failed": it.failed, "passed": it.passed, "replayed": it.replayed,
-                "n_corrective": len(it.corrective), "n_replay": len(it.replay)}
-        write_jsonl(sd.file("train_data.jsonl"), it.records)
+        info = {"stage": st.name, "update_rule": self.config.update_rule, "failed": it.failed, "passed": it.passed,
+                "replayed": it.replayed, "n_corrective": len(it.corrective), "n_replay": len(it.replay),
+                "n_self": 0, "n_pairs": 0}
         model = self.models.after(st.parent, trainable=True)
-        if it.corrective:
+        if not it.corrective:
+            # every question passes: nothing to correct, so no training under any rule (the adapter stays as it was)
+            write_jsonl(sd.file("train_data.jsonl"), it.records if self.config.update_rule == "corrective" else [])
+            return self._skip(sd, model, info, "no failing question")
+        budget = corrective_budget(len(it.records), self.config.per_device_train_batch_size, self.config.epochs_iter)
+        rule = self.config.update_rule
+        if rule == "corrective":
+            write_jsonl(sd.file("train_data.jsonl"), it.records)
             return train_on(sd, model, self.tok, it.records, info, self.config, self.progress,
                             epochs=self.config.epochs_iter)
-        # every question passes: nothing to correct, so no training (the adapter stays as it was)
+        answers = graded_answers(self.run, st.parent)
+        info.update({"budget": budget, "n_corrective": 0, "n_replay": 0, "replayed": []})
+        if rule == "self_distill":
+            records = select_self_distill(answers, self.data, self.config.self_distill_k, seed=self.config.seed + st.k)
+            info.update({"n_self": sum(r["source"] == "self" for r in records),
+                         "n_corrective": sum(r["source"] == "corrective" for r in records),
+                         "self_distill_k": self.config.self_distill_k})
+            write_jsonl(sd.file("train_data.jsonl"), records)
+            return train_on(sd, model, self.tok, records, info, self.config, self.progress, max_steps=budget)
+        pairs = build_preference_pairs(answers, self.data, seed=self.config.seed + st.k,
+                                       max_pairs_per_question=DPO_PAIRS_PER_QUESTION)
+        write_jsonl(sd.file("pairs.jsonl"), pairs)
+        write_jsonl(sd.file("train_data.jsonl"), [])  # no SFT example: DPO learns from pairs.jsonl
+        info.update({"n_pairs": len(pairs), "n_self": sum(p["chosen_source"] == "self" for p in pairs),
+                     "n_corrective": sum(p["chosen_source"] == "reference" for p in pairs),
+                     "dpo_beta": self.config.dpo_beta})
+        if not pairs:
+            return self._skip(sd, model, info, "no preference pair (no unsafe or incorrect answer)")
+        return self._train_dpo(sd, model, pairs, info, budget)
+
+    def _train_dpo(self, sd: StageDir, model, pairs: list[dict], info: dict, budget: int):
+        c = self.config
+        res = train_dpo(model, self.tok, pairs, beta=c.dpo_beta, max_steps=budget, learning_rate=c.learning_rate,
+                        per_device_train_batch_size=c.per_device_train_batch_size,
+                        warmup_steps=int(round(c.warmup_ratio * budget)), lr_scheduler_type=c.lr_scheduler_type,
+                        max_length=c.max_length, seed=c.seed,
+                        callbacks=[_progress_callback(f"{sd.name}: DPO", self.progress)])
         save_adapter_atomically(model, sd)
-        info.update({"steps": 0, "seconds": 0.0, "final_loss": None, "examples": 0, "history": [],
-                     "skipped": "no failing question"})
+        info.update({"steps": res.steps, "seconds": round(res.seconds, 2), "final_loss": res.final_loss,
+                     "examples": len(pairs), "epochs": None, "max_steps": budget, "train_config": res.config,
+                     "history": res.history.to_dict(orient="records")})
+        write_json(sd.file("train.json"), info)
+        return model
+
+    def _skip(self, sd: StageDir, model, info: dict, why: str):
+        save_adapter_atomically(model, sd)
+        info.update({"steps": 0, "seconds": 0.0, "final_loss": None, "examples": 0, "history": [], "skipped": why})
         write_json(sd.file("train.json"), info)
         return model
 

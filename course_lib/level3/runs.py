@@ -46,7 +46,19 @@ JUDGE_ERRORS = "judge_errors.jsonl"
 EVAL_FIELDS = ("n_samples", "n_paraphrase", "temperature", "top_p", "max_new_tokens", "gen_batch_size", "seed")
 TRAIN_FIELDS = ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "learning_rate",
                 "per_device_train_batch_size", "max_length", "warmup_ratio", "lr_scheduler_type", "epochs_initial")
-ITER_FIELDS = ("epochs_iter", "pass_accuracy", "replay_ratio")
+# update_rule and its knobs: arms differ from iteration 1 on, so they share baseline and iter0
+ITER_FIELDS = ("epochs_iter", "pass_accuracy", "replay_ratio", "update_rule", "self_distill_k", "dpo_beta")
+# An update rule's knobs count only for the rule that reads them, and the corrective rule (the default, the
+# loop as it was before the rules existed) hashes without any: its run folders and stages keep their names.
+RULE_FIELDS = {"corrective": (), "self_distill": ("self_distill_k",), "dpo": ("dpo_beta",)}
+_ALL_RULE_FIELDS = ("update_rule", "self_distill_k", "dpo_beta")
+
+
+def hashed_config(config: LoopConfig) -> dict:
+    """The config as it is hashed: the update-rule fields only where they change the result."""
+    c = config.to_dict()
+    keep = () if config.update_rule == "corrective" else ("update_rule", *RULE_FIELDS[config.update_rule])
+    return {k: v for k, v in c.items() if k not in _ALL_RULE_FIELDS or k in keep}
 
 
 def grade_key(judge_id: str, symptom_id: str, question: str, answer: str) -> str:
@@ -67,17 +79,17 @@ def run_identity(loaded, judge, data: LoopData) -> dict:
 
 
 def run_hash(config: LoopConfig, identity: dict) -> str:
-    return stable_hash({"config": config.to_dict(), "identity": identity})
+    return stable_hash({"config": hashed_config(config), "identity": identity})
 
 
 def stage_fingerprints(config: LoopConfig, identity: dict) -> dict[str, str]:
     """A fingerprint per stage: its own settings plus its parent's fingerprint."""
-    c = config.to_dict()
+    c = hashed_config(config)
     own = {"baseline": {"identity": identity, **{k: c[k] for k in EVAL_FIELDS}},
            "iter0": {k: c[k] for k in TRAIN_FIELDS}}
     fps: dict[str, str] = {}
     for st in config.plan():
-        settings = own.get(st.name, {k: c[k] for k in ITER_FIELDS} if st.kind != CONTROL else {})
+        settings = own.get(st.name, {k: c[k] for k in ITER_FIELDS if k in c} if st.kind != CONTROL else {})
         parent = {"parent": fps[st.parent]} if st.parent else {}
         fps[st.name] = stable_hash({"stage": st.name, **parent, **settings})
     return fps
@@ -294,8 +306,9 @@ class LoopResult:
 
 
 def _training_row(stage: str, t: dict) -> dict:
-    return {"stage": stage, "examples": t.get("examples"), "corrective": t.get("n_corrective"),
-            "replay": t.get("n_replay"), "failed": len(t["failed"]) if "failed" in t else None,
+    return {"stage": stage, "update_rule": t.get("update_rule"), "examples": t.get("examples"),
+            "corrective": t.get("n_corrective"), "replay": t.get("n_replay"), "self": t.get("n_self"),
+            "pairs": t.get("n_pairs"), "budget": t.get("budget"), "failed": len(t["failed"]) if "failed" in t else None,
             "steps": t.get("steps"), "seconds": t.get("seconds"), "final_loss": t.get("final_loss")}
 
 

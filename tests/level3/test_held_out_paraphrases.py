@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 from course_lib.data import write_jsonl
-from course_lib.level3 import config as C, data as D, loop as LP, runs as R, selection as S
+from course_lib.level3 import config as C, data as D, loop as LP, runs as R, selection as S, update_rules as U
 
 
 class ParaphrasesRead(AssertionError):
@@ -181,3 +181,61 @@ def test_evaluation_may_read_them_and_the_guard_notices(guarded, course_data):
         D.eval_items(guarded, "paraphrase")
     items = D.eval_items(course_data, "paraphrase")
     assert {i["question"] for i in items} == paraphrase_questions(course_data)
+
+
+@pytest.mark.parametrize("rule", ["self_distill", "dpo"])
+def test_self_distill_and_dpo_never_read_the_paraphrases(guarded, course_data, tmp_path, monkeypatch, rule):
+    """The other update rules learn from the model's own answers: only those to the 15 originals."""
+    trained: dict[str, list[dict]] = {}
+
+    def fake_train_on(sd, model, tokenizer, records, info, config, progress, epochs=None, max_steps=-1):
+        trained["sft"] = [dict(r) for r in records]
+        LP.write_json(sd.file("train.json"), dict(info, steps=max_steps, examples=len(records)))
+        return model
+
+    def fake_train_dpo(model, tokenizer, pairs, **kw):
+        trained["dpo"] = [dict(p) for p in pairs]
+        return U.DPOResult(pd.DataFrame([{"step": 1, "epoch": 1.0, "loss": 0.69}]), 0.0,
+                           kw["max_steps"], {})
+
+    monkeypatch.setattr(LP, "train_on", fake_train_on)
+    monkeypatch.setattr(LP, "train_dpo", fake_train_dpo)
+    monkeypatch.setattr(LP, "save_adapter_atomically", lambda model, sd: sd.path.mkdir(parents=True, exist_ok=True))
+    config = C.LoopConfig(iterations=1, control=False, update_rule=rule, seed=0)
+    run = R.Run(config, {"model": "stub", "judge": {"judge": "stub"}, "data": "held-out test"}, tmp_path)
+    stages = LP.LoopStages(run, StubModels(), guarded, tokenizer=None, progress=False)
+    st = {s.name: s for s in config.plan()}["iter1"]
+    # iteration 0's answers: per original question one correct and one incorrect answer; every paraphrase
+    # answer is "correct" and carries the paraphrase's text, so reading one would put it into the training data
+    failing = {"s02", "s08"}
+    gens, grades = [], []
+    for s in course_data.symptom_ids:
+        q = next(x["question"] for x in course_data.symptoms if x["id"] == s)
+        for k, (label, score) in enumerate([("correct", 1.0), ("incorrect", 0.1)]):
+            if s in failing and label == "correct":
+                label, score = "partially_correct", 0.5
+            gens.append({"split": "original", "item_id": s, "symptom_id": s, "sample": k, "question": q,
+                         "answer": f"自分の回答 {s}-{k}"})
+            grades.append({"split": "original", "item_id": s, "symptom_id": s, "sample": k, "score": score,
+                           "label": label, "harmful": False})
+    for k, p in enumerate(course_data.paraphrases):
+        gens.append({"split": "paraphrase", "item_id": p["id"], "symptom_id": p["symptom_id"], "sample": 0,
+                     "question": p["question"], "answer": p["question"]})
+        grades.append({"split": "paraphrase", "item_id": p["id"], "symptom_id": p["symptom_id"], "sample": 0,
+                       "score": 1.0, "label": "correct", "harmful": False})
+    run.stage_dir("iter0").path.mkdir(parents=True)
+    write_jsonl(run.stage_dir("iter0").file("generations.jsonl"), gens)
+    write_jsonl(run.stage_dir("iter0").file("grades.jsonl"), grades)
+    stages.model_for(st, run.stage_dir("iter1"))
+    info = run.train_info("iter1")
+    if rule == "self_distill":
+        records = trained["sft"]
+        assert_no_paraphrase_text(records, course_data)
+        assert {r["symptom_id"] for r in records if r["source"] == "corrective"} == failing
+        assert info["n_self"] == len(course_data.symptom_ids) - len(failing)
+    else:
+        pairs = trained["dpo"]
+        assert_no_paraphrase_text([{"prompt": p["prompt"], "response": p["chosen"] + p["rejected"]} for p in pairs],
+                                  course_data)
+        assert {p["symptom_id"] for p in pairs if p["chosen_source"] == "reference"} == failing
+        assert info["n_pairs"] == len(pairs) and info["steps"] == info["budget"]
