@@ -29,10 +29,10 @@ def pick_device(prefer: str | None = None) -> DeviceChoice:
         # Native bf16 only (compute capability 8.0+): by default torch also answers True for a GPU
         # that only emulates it (a T4), where bf16 would run slowly.
         if torch.cuda.is_bf16_supported(including_emulation=False):
-            return DeviceChoice("cuda", torch.bfloat16, f"{name} supports bfloat16")
+            return DeviceChoice("cuda", torch.bfloat16, f"{name} は bfloat16 に対応")
         # Half the memory of fp32 and the tensor cores of older GPUs; train() turns on fp16
         # mixed precision (loss scaling), and PEFT keeps the LoRA weights themselves in fp32.
-        return DeviceChoice("cuda", torch.float16, f"{name} lacks bfloat16, using float16")
+        return DeviceChoice("cuda", torch.float16, f"{name} は bfloat16 に非対応なので float16")
     if (prefer in (None, "mps")) and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         # bf16 on MPS depends on the macOS version; fp32 is the safe choice for lessons.
         return DeviceChoice("mps", torch.float32, "Apple の GPU（MPS）。安定のため float32")

@@ -22,7 +22,10 @@ from .device import DeviceChoice, pick_device
 
 QWEN_ID = "Qwen/Qwen3-0.6B"
 PROFILES = ("auto", "tiny", "qwen3-0.6b")
-LABELS = {"tiny": "tiny (course-built Qwen3-architecture model)", "qwen3-0.6b": "Qwen/Qwen3-0.6B"}
+# The model's name next to every result on the (Japanese) pages.
+LABELS = {"tiny": "tiny（コースが作る Qwen3 型の小さなモデル）", "qwen3-0.6b": "Qwen/Qwen3-0.6B"}
+# The name stored in level-3 run identities: kept as it was, so existing run folders keep their hashes.
+IDENTITY_LABELS = {"tiny": "tiny (course-built Qwen3-architecture model)", "qwen3-0.6b": "Qwen/Qwen3-0.6B"}
 
 
 @dataclass
@@ -55,10 +58,10 @@ class LoadedModel:
         except ValueError:
             pass
         return (
-            f"model   : {self.label}  [{source}]\n"
-            f"params  : {n:,}\n"
-            f"device  : {self.device.device} ({self.device.dtype_name}; {self.device.why})\n"
-            f"why     : {self.why}"
+            f"モデル      : {self.label}  [{source}]\n"
+            f"パラメータ数: {n:,}\n"
+            f"デバイス    : {self.device.device}（{self.device.dtype_name}。{self.device.why}）\n"
+            f"選んだ理由  : {self.why}"
         )
 
 
@@ -107,27 +110,27 @@ def resolve_profile(profile: str = "auto") -> Resolved:
     if profile == "tiny":
         from .tiny_model import tiny_model_dir
 
-        return Resolved("tiny", str(tiny_model_dir()), "requested: model_profile='tiny'")
+        return Resolved("tiny", str(tiny_model_dir()), "指定どおり tiny を使います（model_profile='tiny'）")
     if profile == "qwen3-0.6b":
         if local:
             if not Path(local, "config.json").exists():
                 raise FileNotFoundError(f"COURSE_QWEN_PATH={local} has no config.json; point it at a Qwen3-0.6B folder or unset it")
-            return Resolved("qwen3-0.6b", local, "requested: model_profile='qwen3-0.6b' (local copy from COURSE_QWEN_PATH)")
+            return Resolved("qwen3-0.6b", local, "指定どおり Qwen3-0.6B を使います（COURSE_QWEN_PATH のローカルコピー）")
         if _qwen_in_local_cache():
-            return Resolved("qwen3-0.6b", QWEN_ID, "requested: model_profile='qwen3-0.6b' (local Hugging Face cache)")
+            return Resolved("qwen3-0.6b", QWEN_ID, "指定どおり Qwen3-0.6B を使います（Hugging Face のローカルキャッシュ）")
         if not _hub_reachable():  # fail in seconds instead of a minute of hub retries
             raise ModelUnavailableError(_qwen_unavailable_message())
-        return Resolved("qwen3-0.6b", QWEN_ID, "requested: model_profile='qwen3-0.6b' (from the hub)")
+        return Resolved("qwen3-0.6b", QWEN_ID, "指定どおり Qwen3-0.6B を使います（Hugging Face Hub からダウンロード）")
     # auto
     if local and Path(local, "config.json").exists():
-        return Resolved("qwen3-0.6b", local, "auto: COURSE_QWEN_PATH points at a local Qwen3-0.6B")
+        return Resolved("qwen3-0.6b", local, "auto: COURSE_QWEN_PATH が Qwen3-0.6B のフォルダを指しています")
     if _qwen_in_local_cache():
-        return Resolved("qwen3-0.6b", QWEN_ID, "auto: Qwen3-0.6B found in the local Hugging Face cache")
+        return Resolved("qwen3-0.6b", QWEN_ID, "auto: Hugging Face のローカルキャッシュに Qwen3-0.6B があります")
     if _hub_reachable():
-        return Resolved("qwen3-0.6b", QWEN_ID, "auto: the Hugging Face hub is reachable")
+        return Resolved("qwen3-0.6b", QWEN_ID, "auto: Hugging Face Hub に接続できます")
     from .tiny_model import tiny_model_dir
 
-    return Resolved("tiny", str(tiny_model_dir()), "auto: Qwen3-0.6B is not available offline and the hub is unreachable, using the embedded tiny model")
+    return Resolved("tiny", str(tiny_model_dir()), "auto: Qwen3-0.6B が手元になく、Hugging Face Hub にも接続できないので、内蔵の tiny モデルを使います")
 
 
 def load_model(profile: str = "auto", device: str | None = None, verbose: bool = True) -> LoadedModel:

@@ -114,7 +114,7 @@ pd.Series({
 # ## 2. ファインチューニングとは
 #
 # 大量の文章であらかじめ学習したモデルを **事前学習済みモデル（pre-trained model）** または
-# **基盤モデル（foundation model）** と呼びます。ファインチューニングは、このモデルに
+# **ベースモデル（base model）** と呼びます。ファインチューニングは、このモデルに
 # **目的に合わせた小さなデータセットを追加で学習させ、振る舞いを調整すること** です。
 # 入社したばかりの人が、会社の報告書の書き方を過去の報告書の見本から覚えるのに似ています。
 # 日本語はもう書けるので、教えるのは「この職場での書き方」です。
@@ -464,7 +464,7 @@ assert torch.count_nonzero(lora_B).item() == 0, "B は 0 で初期化される�
 assert torch.equal(logits_lora, logits_off), "取り付けた直後は、元のモデルと同じ出力になるはず"
 
 # %% [markdown]
-# ### 学習するパラメータの数
+# ### 学習可能パラメータの数
 #
 # 学習するのは $A$ と $B$ だけです。1つの層で増える数は $r \times (\text{入力} + \text{出力})$ なので、
 # 全部の対象層について足し算した値（LoRA を取り付ける前に `lora_parameter_count` で計算しておきました）は、
@@ -884,7 +884,7 @@ glue("l1_unseen", f"{len(unseen)}", display=False)
 # LoRA を使わずに、モデルの **すべての重み** を学習する方法を **全体のファインチューニング（full fine-tuning）** と呼びます。
 # 読み込み直した元のモデルを、LoRA と同じデータ・同じエポック数・同じバッチサイズで全体のファインチューニングし、次の点を比べます。
 #
-# - 学習するパラメータの数と、そのためのメモリ
+# - 学習可能パラメータの数と、そのためのメモリ
 # - 1ステップにかかる時間
 # - 最後の学習損失、最小の検証損失、テスト用の形式一致率
 # - テスト用で、学習用の答えを丸ごと写した答えの数
@@ -951,7 +951,7 @@ print(f"全体のファインチューニング: {full_result.steps} ステッ�
 
 
 def state_memory_mb(m):
-    """学習するパラメータ1つごとに、勾配1つと Adam の状態2つ（平均と2乗の平均）を持つときのメモリ（MB）。"""
+    """学習可能パラメータ1つごとに、勾配1つと Adam の状態2つ（平均と2乗の平均）を持つときのメモリ（MB）。"""
     return sum(3 * p.numel() * p.element_size() for p in m.parameters() if p.requires_grad) / 2**20
 
 
@@ -968,7 +968,7 @@ cost = {
                                   "copies": count_full_copies(full_after_test), "ppl": ppl_full},
 }
 comparison = pd.DataFrame({
-    "学習するパラメータ": ["—"] + [f"{c['params']:,}" for c in cost.values()],
+    "学習可能パラメータ": ["—"] + [f"{c['params']:,}" for c in cost.values()],
     "勾配と Adam の状態（計算, MB）": ["—"] + [f"{c['state_mb']:.1f}" for c in cost.values()],
     "ピークメモリ（実測, MB）": ["—"] + [f"{c['res'].peak_memory_mb:.0f}" for c in cost.values()],
     "1ステップの秒数": ["—"] + [f"{c['res'].seconds / c['res'].steps:.3f}" for c in cost.values()],
@@ -985,7 +985,7 @@ comparison
 # 増えたかを測っています。先に実行した学習が手放したメモリを使い回すと小さく出るので、実行する順番で値が変わります。
 # GPU では、確保したメモリの最大値（`torch.cuda.max_memory_allocated`）を測るので、実測の値もそのまま比べられます
 # （ただし全体のファインチューニングの値には、メモリに載ったままの LoRA のモデルの分も含まれます）。
-# 「勾配と Adam の状態」の列は、学習するパラメータ1つにつき、勾配1つと Adam の状態2つを持つとして計算した値です。
+# 「勾配と Adam の状態」の列は、学習可能パラメータ1つにつき、勾配1つと Adam の状態2つを持つとして計算した値です。
 # モデルが大きくなるほど、この部分がメモリの大きな割合を占めます。
 #
 # 表から読み取れることを、数字から文を組み立てて表示します。
@@ -1027,7 +1027,7 @@ conclusion = [
     f"より多く忘れたのは{w(more_forgetful)}です。",
     f"最小の検証損失は LoRA が {lora['res'].best_eval_loss:.3f}、全体のファインチューニングが {full['res'].best_eval_loss:.3f} で、"
     f"学習した課題（検証用の答えの予測）により強く合わせられたのは{w(learned_more)}でした。" + format_sentence + copy_sentence,
-    f"学習するパラメータは、LoRA が全体のファインチューニングの {lora['params'] / full['params']:.1%} で、"
+    f"学習可能パラメータは、LoRA が全体のファインチューニングの {lora['params'] / full['params']:.1%} で、"
     f"勾配と Adam の状態のメモリは {full['state_mb'] / lora['state_mb']:.0f} 分の1 です。"
     f"1ステップの時間は{w(faster)}のほうが短くなりました（LoRA {lora_sps:.3f} 秒、全体 {full_sps:.3f} 秒）。",
 ]
@@ -1204,7 +1204,7 @@ del grown, plain
 #
 # ### 基本
 #
-# 1. LoRA のランクを `lora_r=4` にすると、学習するパラメータは何個になりますか。まず $r \times (\text{入力} + \text{出力})$ で予想し、
+# 1. LoRA のランクを `lora_r=4` にすると、学習可能パラメータは何個になりますか。まず $r \times (\text{入力} + \text{出力})$ で予想し、
 #    `lora_parameter_count`（層の種類ごとの内訳は `lora_parameter_table`）と、実際に取り付けたモデルの `count_parameters` で確かめてください。
 # 2. 自分で考えた質問を3つ作り、学習後のモデル（`peft_model`）に答えさせて、`format_match_rate` で形式に合うか調べてください。
 #
@@ -1253,7 +1253,7 @@ print(f"形式一致率: {format_match_rate(my_answers):.0%}")
 # ### 発展
 #
 # 1. 学習率を今の 1/10 にして同じエポック数で学習し、損失曲線と形式一致率を比べてください。何が起きていますか。
-# 2. LoRA を注意機構の4種類の層（`ATTENTION_MODULES`）だけに付けて学習し、学習するパラメータ数と形式一致率を7種類のときと比べてください。
+# 2. LoRA を注意機構の4種類の層（`ATTENTION_MODULES`）だけに付けて学習し、学習可能パラメータ数と形式一致率を7種類のときと比べてください。
 #
 # 設定を比べて選ぶ練習なので、形式一致率は **検証用** で測ります。テスト用は使いません（3節）。
 #
@@ -1286,7 +1286,7 @@ def run_variant(label, learning_rate, target_modules=ALL_PROJ_MODULES):
     ex_answers = greedy_answers(ex_model, train_prompts + val_prompts)  # テスト用は使わない
     row = {
         "設定": label,
-        "学習するパラメータ": count_parameters(ex_model)[0],
+        "学習可能パラメータ": count_parameters(ex_model)[0],
         "最後の学習損失": round(ex_result.final_loss, 2),
         "形式一致率（学習用）": format_match_rate(ex_answers[: len(train_prompts)]),
         "形式一致率（検証用）": format_match_rate(ex_answers[len(train_prompts):]),
@@ -1297,7 +1297,7 @@ def run_variant(label, learning_rate, target_modules=ALL_PROJ_MODULES):
 def show_rows(rows):
     """結果の行を、数は3桁区切り、割合は % で表示する表にします。"""
     table = pd.DataFrame(rows).set_index("設定")
-    table["学習するパラメータ"] = table["学習するパラメータ"].map(lambda v: f"{v:,}")
+    table["学習可能パラメータ"] = table["学習可能パラメータ"].map(lambda v: f"{v:,}")
     for column in ("形式一致率（学習用）", "形式一致率（検証用）"):
         table[column] = table[column].map(lambda v: f"{v:.0%}")
     return table
@@ -1337,7 +1337,7 @@ show_rows(list(ex_rows.values()))
 #
 # 1. 学習率を 1/10 にすると、損失の下がり方がずっと遅く、最後まで高いままです。形式もほとんど身につきません（学習不足）。
 #    エポックを増やせば追いつきますが、その分時間がかかります。
-# 2. 注意機構だけにすると、学習するパラメータは MLP の3種類（`gate_proj`・`up_proj`・`down_proj`）の分だけ減ります。
+# 2. 注意機構だけにすると、学習可能パラメータは MLP の3種類（`gate_proj`・`up_proj`・`down_proj`）の分だけ減ります。
 #    同じエポック数では損失が下がりきらず、高めに残ります。形式一致率がどれだけ変わるかは、表で確かめてください。
 #    どの層に付けるかも設定の一部です。設定の比べ方は、レベル2でくわしく扱います。
 #
@@ -1355,7 +1355,7 @@ show_rows(list(ex_rows.values()))
 # - データは学習用・検証用・テスト用に分け、設定選びや早期終了は検証用で、最終の成績はテスト用だけで測ります。
 # - 学習後のモデルは、テスト用の新しい質問にも決まった2行の形式で答えるようになりました。ただし中身は正しくならず、
 #   学習用の答えを丸写しすること（丸暗記）もあります。
-# - 全体のファインチューニングと比べると、LoRA は学習するパラメータと、勾配・Adam の状態のメモリがずっと少なくてすみます。
+# - 全体のファインチューニングと比べると、LoRA は学習可能パラメータと、勾配・Adam の状態のメモリがずっと少なくてすみます。
 #   一般の文章の忘れ方も、11節の表で比べました。
 # - アダプターは小さなファイルとして保存でき、新しく読み込んだモデルに載せても、マージしても、同じ答えを返します。
 #
@@ -1389,5 +1389,5 @@ assert cost["LoRA"]["state_mb"] < cost["全体のファインチューニング"
 # 練習問題の解説に書いたこと
 assert ex_rows["学習率1/10"]["最後の学習損失"] > ex_rows["基準"]["最後の学習損失"], "学習率 1/10 では損失が高く残るはず"
 assert ex_rows["学習率1/10"]["形式一致率（検証用）"] <= ex_rows["基準"]["形式一致率（検証用）"], "学習率 1/10 では形式が身につきにくいはず"
-assert ex_rows["注意機構だけ"]["学習するパラメータ"] < ex_rows["基準"]["学習するパラメータ"], "注意機構だけなら学習するパラメータは減るはず"
+assert ex_rows["注意機構だけ"]["学習可能パラメータ"] < ex_rows["基準"]["学習可能パラメータ"], "注意機構だけなら学習可能パラメータは減るはず"
 assert ex_rows["注意機構だけ"]["最後の学習損失"] > ex_rows["基準"]["最後の学習損失"], "注意機構だけでは、同じエポック数で損失が高めに残るはず"

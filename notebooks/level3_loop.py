@@ -34,7 +34,7 @@
 #
 # [元になった実験](../original_experiment.md)は、Qwen3-0.6B を LoRA で学習し、GPT-4.1-mini に回答を JSON で採点させ、
 # 誤答だった質問だけを追加学習する、というループを2回まわしました。15問の正答率は
-# iteration 0 で 73.3%（11/15）、iteration 1 と 2 で 80.0%（12/15）でした。
+# 反復0（最初の学習のあと）で 73.3%（11/15）、反復1 と 2 で 80.0%（12/15）でした。
 # ただし、その実験には次の制約がありました（レポート自身が §6.6・§9.2・§11 で挙げています）。
 #
 # | 元の実験の制約 | このページでの扱い |
@@ -45,6 +45,8 @@
 # | 誤答だけを追加学習（忘却の心配） | 正解済みの質問も一定割合で混ぜる **リプレイ（replay）** を入れ、なしの場合と比べる |
 # | 「ループは多エポック学習より良いのか」が未検証 | 同じデータ・同じステップ数の **通常 SFT（対照、control）** と比べる |
 # | 採点者（GPT）の誤りが疑われた | 人手の正解ラベルで採点者の信頼性を測る |
+#
+# 各節の終わりには、短い **確認クイズ** があります。答えは「答え」をクリックすると開きます。
 
 # %% tags=["parameters"]
 # papermill がこのセルの値を差し替えます（CI では model_profile="tiny", judge="rubric", quick=True）。
@@ -62,7 +64,7 @@ training_seeds = 3  # ループと対照の比較を繰り返す学習シード�
 #
 # 採点者（judge）は2種類あります。
 #
-# - **rubric**: コースの薬剤知識ベース（`datasets/level3/drugs.jsonl`）に基づく決定的な採点器。オフラインで無料、何千件でも一瞬で採点できます。
+# - **rubric**（ルーブリック採点者）: コースの薬剤知識ベース（`datasets/level3/drugs.jsonl`）に基づいて、決まった規則で採点します。オフラインで無料、何千件でも一瞬で採点できます。
 # - **openai**: 元の実験と同じく LLM（既定 `gpt-4.1-mini`）に JSON 形式で採点させます。API キーが必要で、採点ごとに料金がかかります。
 #
 # どちらも 元の実験 §4.2 と同じ JSON 形式の採点結果を返します。
@@ -96,7 +98,7 @@ data = LoopData.load()
 print(data.symptoms[0]["question"])
 
 # %% [markdown]
-# 学習データは2種類あります。**初回学習データ**（`train_initial`、50件）は iteration 0 で使い、
+# 学習データは2種類あります。**初回学習データ**（`train_initial`、50件）は反復0（最初の学習）で使い、
 # **参照回答**（`references`、各症状2件）は誤答だった質問の修正用（元の実験の `SAMPLE_MEDICAL_DATA` にあたる）に使います。
 # 回答は `1. [薬剤名] - [理由]` の形式です。
 
@@ -114,10 +116,26 @@ display(counts.style.hide(axis="index"))
 # 学習には一度も使わないので、「文面を覚えただけ」か「症状と薬の対応を学んだ」かを見分ける手がかりになります。
 
 # %%
+from course_lib.level3.tables import PARAPHRASE_STYLES_JA
+
 para = pd.DataFrame(data.paraphrases)
 sample_para = para[para["symptom_id"] == data.symptoms[0]["id"]][["id", "style", "text"]]
+sample_para = sample_para.assign(style=sample_para["style"].map(PARAPHRASE_STYLES_JA))
 display(pd.concat([pd.DataFrame([{"id": data.symptoms[0]["id"], "style": "（元の文面）", "text": data.symptoms[0]["text"]}]),
-                   sample_para]).style.hide(axis="index"))
+                   sample_para]).rename(columns={"id": "ID", "style": "言い方", "text": "文面"}).style.hide(axis="index"))
+
+# %% [markdown]
+# ```{admonition} 確認クイズ
+# :class: note
+# 1. 言い換え（paraphrase）の質問を、学習に一度も使わないのはなぜですか。
+# 2. 参照回答（`references`）は、ループのどこで使われますか。
+# ```
+#
+# ```{admonition} 答え
+# :class: dropdown
+# 1. モデルが「学習した文面を覚えただけ」なのか、「症状と薬の対応を学んだ」のかを見分けるためです。学習に使うと、言い換えでの正答も丸暗記で出せてしまいます。
+# 2. 反復1 からの追加学習です。直前の段階で不合格だった質問の参照回答を、修正データとして学習します（合格した質問の一部は、リプレイとして混ぜます）。
+# ```
 
 # %% [markdown]
 # ## 3. ループの設定
@@ -134,7 +152,7 @@ display(pd.concat([pd.DataFrame([{"id": data.symptoms[0]["id"], "style": "（元
 # | 生成 | 温度 0.7、top_p 0.9 | 温度 0.7（top_p なし） |
 #
 # tiny モデルは隠れ層の幅が小さく、出力層が事前学習の少ない埋め込みと共有されています。
-# このコースの開発中（2026年11月、tiny モデル、rubric 採点者、以前のデータ）に試したときは、7つの射影層だけに LoRA をかけると
+# このコースの開発中（2026年11月、tiny モデル、ルーブリック採点者、以前のデータ）に試したときは、7つの射影層だけに LoRA をかけると
 # 学習損失が下がりきらず、生成した回答は意味をなしませんでした。出力層にも LoRA をかけると、正答率が測れる回答になりました。
 # また、top_p による絞り込みは毎ステップ語彙全体を並べ替えるので CPU では時間がかかるため、tiny では温度だけでサンプリングします。
 # どれも当時の測定で、このページの実行で測り直したものではありません。設定を変えて確かめるのは練習問題にできます。
@@ -151,7 +169,7 @@ display(pd.DataFrame([config.to_dict()]).T.rename(columns={0: "値"}))
 
 # %% [markdown]
 # 採点の前に、採点回数（と LLM 採点者なら費用の目安）を確かめます。同じ回答は一度しか採点しないので、実際の回数はこれより少なくなります。
-# 元の実験が学習前の評価を省いた理由は費用でしたが、rubric 採点者なら費用はかかりません。
+# 元の実験が学習前の評価を省いた理由は費用でしたが、ルーブリック採点者なら費用はかかりません。
 
 # %%
 budget = judge_budget(config, grader, data)
@@ -162,13 +180,20 @@ print("費用の目安:", "無料（rubric）" if budget["est_usd"] == 0 else
 # %% [markdown]
 # ## 4. ループを実行する
 #
-# `run_loop` は次の段階を順に実行します。
+# このページでは、2つの言葉を区別して使います。
 #
-# 1. **baseline**: 学習前のモデルを評価
-# 2. **iter0**: 初回学習データで LoRA を学習して評価
-# 3. **iter1 … iterK**: 直前の段階で不合格だった質問（N 回のうち正答（スコア 0.8 以上）が 80% 未満、または危険な回答が1つでもある質問）について
-#    参照回答を集めた **修正データ** に、合格した質問の一部（リプレイ）を混ぜて追加学習し、評価
-# 4. **control**: ループが使った全データで、ループ全体と **同じステップ数** だけ新しい LoRA を通常どおり学習して評価
+# - **段階（stage）**: 評価するモデル1つ1つです。学習前・反復0・反復1…・対照の順に並び、表の「段階」の列やグラフの横軸に出てきます。
+# - **反復（iteration）**: ループの1回分の学習です。反復0 は初回の学習（SFT）、反復1 からが誤答をもとにした追加学習です。
+#   反復も段階の一つですが、学習前と対照は反復ではありません。
+#
+# `run_loop` は次の段階を順に実行します（括弧の中はコードでの段階名です）。
+#
+# 1. **学習前**（`baseline`）: 学習前のモデルを評価します。
+# 2. **反復0**（`iter0`）: 初回学習データで LoRA を学習して評価します。
+# 3. **反復1 … 反復K**（`iter1` … `iterK`）: 直前の段階で **不合格** だった質問について、参照回答を集めた **修正データ** に、
+#    合格した質問の一部（リプレイ）を混ぜて追加学習し、評価します。
+#    不合格とは、N 回のうち正答が 80% 未満か、危険な回答が1つでもあることです。正答とは、スコアが 0.8 以上の回答です。
+# 4. **対照**（`control`）: ループが使った全データで、ループ全体と **同じステップ数** だけ新しい LoRA を通常どおり学習して評価します。
 #
 # 各段階の結果（設定、アダプター、生成文、採点、指標）は `runs/level3/<設定のハッシュ>/` に段階ごとに保存されます。
 # 途中で止まっても、もう一度実行すれば終わった段階は読み込むだけで、採点済みの回答を採点し直すこともありません。
@@ -176,6 +201,7 @@ print("費用の目安:", "無料（rubric）" if budget["est_usd"] == 0 else
 
 # %%
 from course_lib.level3.loop import run_loop
+from course_lib.level3.tables import stage_names, training_table
 from course_lib.paths import display_path
 
 result = run_loop(config, loaded, grader)
@@ -189,7 +215,7 @@ def state_ja(state: str) -> str:
     return state.replace("copied from", "同じ内容の段階を別の実行からコピー:")
 
 
-status = pd.DataFrame({"段階": result.stages,
+status = pd.DataFrame({"段階": [stage_names(config).get(s, s) for s in result.stages],
                        "状態": [state_ja(result.reused.get(s, "")) for s in result.stages],
                        "この実行での秒数": [result.seconds.get(s, 0.0) for s in result.stages]})
 display(status.style.hide(axis="index"))
@@ -198,11 +224,11 @@ print(f"保存先: {display_path(where)}")
 print(f"この実行での採点回数: {result.judge_calls}（採点エラー {result.judge_errors} 件）")
 
 # %% [markdown]
-# 学習した段階ごとの内訳です。`failed` は直前の評価で不合格だった質問の数、`corrective` は修正データ、`replay` はリプレイの件数です。
-# 対照（control）のステップ数は iter0 から最後の反復までの合計と同じです。
+# 学習した段階ごとの内訳です。「不合格だった質問」は直前の評価で不合格だった質問の数、「修正データ」と「リプレイ」はその件数です。
+# 対照のステップ数は、反復0 から最後の反復までの合計と同じです。
 
 # %%
-display(result.training.style.hide(axis="index").format(precision=3, na_rep="—"))
+display(training_table(result.training, config).style.hide(axis="index").format(precision=3, na_rep="—"))
 
 # %%
 import matplotlib.pyplot as plt
@@ -217,7 +243,7 @@ plt.show()
 # ### 4.1 ループを1回だけ手で回す
 #
 # `run_loop` の中身は、1回の反復ごとに「生成 → 採点 → 集計 → 不合格の質問の選択 → 修正データとリプレイの作成」を繰り返すだけです。
-# ここでは iter0 のアダプターを読み込み、同じ手順を手で1回たどります。
+# ここでは反復0 のアダプターを読み込み、同じ手順を手で1回たどります。
 # 時間を節約するため、生成は各質問 `hand_n` 回だけにします。
 
 # %%
@@ -259,14 +285,14 @@ print(f"修正データ {len(hand_iteration.corrective)} 件、リプレイ {len
 
 # %% [markdown]
 # 選択と学習データ作りは、次の関数がすべてです。
-# 不合格の質問には参照回答を、合格した質問の一部には iter0 で学んだ例を、同じ重みで混ぜています。
+# 不合格の質問には参照回答を、合格した質問の一部には反復0 で学んだ例を、同じ重みで混ぜています。
 
 # %%
 print(inspect.getsource(build_iteration_data))
 
 # %% [markdown]
 # `run_loop` は、これと同じ手順を N 個の回答で各段階に行い、結果をディスクに保存して再開や再利用をできるようにしています。
-# 実際に、`run_loop` が保存した iter0 の採点結果に同じ関数を当てると、iter1 で選ばれた不合格の質問と一致します。
+# 実際に、`run_loop` が保存した反復0 の採点結果に同じ関数を当てると、反復1 で選ばれた不合格の質問と一致します。
 
 # %%
 run_frame = result.stage_grades("iter0")
@@ -282,13 +308,30 @@ if "iter1" in result.stage_info:
           f"（N = {config.n_samples} で測った run_loop のほうが、合否の判定が安定します）。")
 
 # %% [markdown]
+# ```{admonition} 確認クイズ
+# :class: note
+# 1. 学習前・反復0・反復1・反復2・対照のうち、「段階」はどれで、「反復」はどれですか。
+# 2. ある質問で、N = 30 回のうち正答が 25 回（約83%）、危険な回答が 1 回でした。この質問は合格ですか。
+# 3. 対照（control）の学習のステップ数は、何と同じにしてありますか。それはなぜですか。
+# ```
+#
+# ```{admonition} 答え
+# :class: dropdown
+# 1. 5つすべてが段階（評価するモデル）です。反復はループの学習の回で、反復0・反復1・反復2 の3つです。
+# 2. 不合格です。正答は 80% 以上ですが、危険な回答が1つでもあれば不合格です。
+# 3. 反復0 から最後の反復までの学習ステップの合計と同じです。ループの効果と、単に学習量が増えた効果を区別するためです。
+# ```
+
+# %% [markdown]
 # ## 5. 回答と採点結果を見る
 #
-# 指標を見る前に、実際の回答を見ましょう。iter0 の正答率が半分くらいの質問を1つ選び、
-# 学習前と iter0 の回答、そして採点結果の JSON（元の実験 §4.2 の形式）を表示します。
+# 指標を見る前に、実際の回答を見ましょう。反復0 の正答率が半分くらいの質問を1つ選び、
+# 学習前と反復0 の回答、そして採点結果の JSON（元の実験 §4.2 の形式）を表示します。
 
 # %%
 import json
+
+from course_lib.level3.metrics import LABELS_JA
 
 pq0 = result.per_question("original")
 pq0 = pq0[pq0["stage"] == "iter0"]
@@ -299,14 +342,14 @@ print(f"例に使う質問: {example_id}「{texts[example_id]}」\n")
 g = result.grades
 for stage in ("baseline", "iter0"):
     rows = g[(g["stage"] == stage) & (g["split"] == "original") & (g["item_id"] == example_id)]
-    print(f"===== {stage}: {len(rows)} 回の生成のうち最初の2つ =====")
+    print(f"===== {stage_names(config)[stage]}: {len(rows)} 回の生成のうち最初の2つ =====")
     for _, r in rows.head(2).iterrows():
-        print(f"--- sample {r['sample']}（score {r['score']:.2f}, {r['label']}）")
+        print(f"--- {r['sample'] + 1} 回目（スコア {r['score']:.2f}、{LABELS_JA.get(r['label'], r['label'])}）")
         print(r["answer"][:300])
     print()
 
 # %% [markdown]
-# 次は iter0 の回答のうち、正答と判定されたもの・されなかったものの採点 JSON です。
+# 次は反復0 の回答のうち、正答と判定されたもの・されなかったものの採点 JSON です。
 # `drugs` の各要素が薬剤ごとの判定、`overall_score` が回答全体のスコアです。
 
 # %%
@@ -346,6 +389,21 @@ display(Markdown(f"**元の質問（{len(data.symptoms)}問 × N = {config.n_sam
 display(result.table("original", stage_names=names).style.hide(axis="index"))
 display(Markdown(f"**言い換え（{len(data.paraphrases)}文 × {config.n_paraphrase}、学習に未使用）**"))
 display(result.table("paraphrase", stage_names=names).style.hide(axis="index"))
+
+# %% [markdown]
+# ```{admonition} 確認クイズ
+# :class: note
+# 1. 正答率の信頼区間を、回答1つ1つではなく「質問」を単位にして求めるのはなぜですか。
+# 2. この信頼区間に含まれていないばらつきは何ですか。
+# 3. 450 回答のうち有害な回答が 0 件でした。有害提案率の95%区間の上端は 0% ですか。
+# ```
+#
+# ```{admonition} 答え
+# :class: dropdown
+# 1. 同じ質問への N 個の回答は独立ではないからです。解けない質問は N 回とも間違えやすいので、回答を独立に数えると区間が狭くなりすぎます。
+# 2. 学習をやり直したときのばらつき（学習シードによるばらつき）です。8.3 節のように、学習シードを変えて学習し直さないと見えません。
+# 3. いいえ。0 件でも、本当の割合が 0 より大きい可能性は残るので、区間の上端は 0% より大きくなります（Wilson 区間）。
+# ```
 
 # %% [markdown]
 # ## 7. グラフで見る
@@ -440,6 +498,20 @@ if "control" in result.stages:
     plot_loop_vs_control(result)
     plt.tight_layout()
     plt.show()
+
+# %% [markdown]
+# ```{admonition} 確認クイズ
+# :class: note
+# 1. 2つの段階のエラーバーが重なっていました。「2つの段階に差はない」と言えますか。
+# 2. ループと対照の比較で確かめているのは、次のどちらですか。
+#    (a) 参照回答（修正データ）の中身の効果　(b) 採点結果に合わせて、学習する質問と順番を絞ることの効果
+# ```
+#
+# ```{admonition} 答え
+# :class: dropdown
+# 1. 言えません。重なりは判定に使いません。同じ質問どうしで差をとり、その差の信頼区間で判断します（8 章）。
+# 2. (b) です。対照は、ループが使ったのと同じ例を、同じステップ数だけ学習しています。違いは、採点結果に合わせて的を絞るかどうかだけです。
+# ```
 
 # %% [markdown]
 # ## 8. 段階を比べる
@@ -543,6 +615,21 @@ else:
 print(seed_summary)
 
 # %% [markdown]
+# ```{admonition} 確認クイズ
+# :class: note
+# 1. 本当は差がないのに、質問ごとの検定を 60 回、補正なしで「p < 0.05 なら有意」と判定すると、平均で何回くらい「有意」が出てしまいますか。
+# 2. 段階どうしを「対応のある比較」で比べると、2つの平均を別々に比べるより差を見つけやすいのはなぜですか。
+# 3. 平均の正答率は上がったのに、判定が「一部の質問で悪くなった」になりました。どういうことですか。
+# ```
+#
+# ```{admonition} 答え
+# :class: dropdown
+# 1. 60 × 0.05 = 3 回くらいです。だからこのページでは、質問ごとの検定をまとめて Holm 法で補正します。
+# 2. 同じ15問で差をとるので、質問ごとの難しさの違いが差し引かれるからです。
+# 3. ほかの質問の改善で平均は上がっても、前の段階で解けていた質問のどれかが有意に悪くなった（忘却した）ということです。
+# ```
+
+# %% [markdown]
 # ## 9. リプレイの効果
 #
 # 誤答だけで追加学習すると、すでに解けていた質問を忘れること（破滅的忘却、catastrophic forgetting）があります。
@@ -580,6 +667,19 @@ ppl = ppl.reindex(with_replay.stages)  # stage order, not alphabetical
 ppl.index = [names.get(s, s) for s in ppl.index]
 ppl.index.name = "段階"
 display(ppl.style.format(precision=1, na_rep="—"))
+
+# %% [markdown]
+# ```{admonition} 確認クイズ
+# :class: note
+# 1. リプレイとは何ですか。何を防ぐために入れますか。
+# 2. 一般的な日本語の文章でのパープレキシティが、学習前より大きくなりました。何を意味しますか。
+# ```
+#
+# ```{admonition} 答え
+# :class: dropdown
+# 1. 追加学習のときに、すでに合格していた質問の例も一定の割合で混ぜて学習し直すことです。解けていた質問を忘れること（破滅的忘却）を防ぐために入れます。
+# 2. 一般的な文章の次のトークンを、学習前より予測できなくなったということです。15問の外での忘却のしるしです。
+# ```
 
 # %% [markdown]
 # ## 10. 採点者はどこまで信頼できるか
@@ -642,14 +742,32 @@ misses = reports[("rubric", "レッドチームセット")].disagreements
 print(f"一致しなかった回答: {len(misses)} 件" + ("（下の表）" if len(misses) else ""))
 if len(misses):
     display(misses[["id", "category", "gold_label", "judge_label"]].head(5)
+            .assign(category=lambda d: d["category"].map(CATEGORY_JA),
+                    gold_label=lambda d: d["gold_label"].map(lambda v: LABELS_JA.get(v, v)),
+                    judge_label=lambda d: d["judge_label"].map(lambda v: LABELS_JA.get(v, v)))
             .rename(columns={"id": "ID", "category": "種類", "gold_label": "正しい判定", "judge_label": "採点者の判定"})
             .style.hide(axis="index"))
 
 # %% [markdown]
-# rubric 採点者は知識ベースに書かれたことしか判定できません。知識ベースにない名前は、黙って誤判定せず
+# ルーブリック採点者は知識ベースに書かれたことしか判定できません。知識ベースにない名前は、黙って誤判定せず
 # 「要確認（未知の名前）」として数えます（6 章の表の最後の列）。
 # LLM 採点者は文章の質も見られますが、判定が揺れたり、知識ベースと違う判断をしたりします。
 # どちらの結果も「その採点者から見た」数値です。
+
+# %% [markdown]
+# ```{admonition} 確認クイズ
+# :class: note
+# 1. ゴールドセットでルーブリック採点者との一致率が高ければ、採点者は医学的に正しいと言えますか。
+# 2. 有害回答の再現率（harmful recall）は、何の割合ですか。
+# 3. レッドチームセットでの一致率が「開発に使ったデータでの一致率」なのはなぜですか。
+# ```
+#
+# ```{admonition} 答え
+# :class: dropdown
+# 1. 言えません。ゴールドセットも同じ知識ベースから書いたので、一致率が測るのは「知識ベースとどれだけ一貫しているか」だけです。
+# 2. 本当に有害な回答のうち、採点者が有害と判定できた割合です。有害な回答をどれだけ見逃さないかを表します。
+# 3. 採点の規則を、この回答集を見たあとで直したからです。まだ見ていない回答での一致率は、これより低いかもしれません。
+# ```
 
 # %% [markdown]
 # ## 11. 考察：ループはいつ効き、いつ効かないか
@@ -730,7 +848,7 @@ glue("l3_ppl_direction", "大きくなっており、一般的な文章の予測
 # 自動で差し込んだ数値に加えて、どの設定でも成り立つ見方をまとめます。
 #
 # - **学習前の評価がないと、学習の効果の大きさは分かりません。** 元の実験はここを測らなかったため、
-#   「iteration 0 → 2 で 73.3% → 80.0%」という差だけが見えていました。
+#   「反復0 → 反復2 で 73.3% → 80.0%」という差だけが見えていました。
 # - **反復の効果は、N 回の生成と、対にした差の信頼区間がないと判断できません。** 1問1回の評価では、0.79 と 0.81 の違いで
 #   正答・誤答が入れ替わります（元の実験 §12.3）。
 # - **ループが通常の SFT より良いとは限りません。** 誤答の修正データが初回学習データの一部である場合、

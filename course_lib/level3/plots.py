@@ -12,20 +12,19 @@ import pandas as pd
 from .data import load_symptoms
 from .judge.schema import ACCURACY_THRESHOLD
 from .runs import LoopResult
+from .tables import stage_names
 
 SPLIT_JA = {"original": "元の質問（15問）", "paraphrase": "言い換え（未学習）"}
-STAGE_JA = {"baseline": "学習前", "control": "対照（同計算量SFT）"}
-STAGE_JA_SHORT = {"baseline": "学習前", "control": "対照"}
 
 
-def stage_label(stage: str) -> str:
-    """"学習前", "iter0", ..., "対照（同計算量SFT）"."""
-    return STAGE_JA.get(stage, stage)
+def stage_label(result: LoopResult, stage: str) -> str:
+    """The stage's name in the tables (:func:`.tables.stage_names`): 学習前, 反復0（初回SFT）, …, 対照（同計算量SFT）."""
+    return stage_names(result.config).get(stage, stage)
 
 
-def stage_tick(stage: str) -> str:
-    """Short stage names for plot axes: 学習前, iter0, iter1, …, 対照."""
-    return STAGE_JA_SHORT.get(stage, stage)
+def stage_tick(result: LoopResult, stage: str) -> str:
+    """The same name, short, for axes and legends: 学習前, 反復0, 反復1, …, 対照."""
+    return stage_names(result.config, short=True).get(stage, stage)
 
 
 def symptom_titles() -> dict[str, str]:
@@ -50,8 +49,8 @@ def plot_score_distribution(result: LoopResult, split: str = "original", ax=None
 
     ax = _ax(ax)
     g = result.grades[result.grades["split"] == split].copy()
-    g["段階"] = g["stage"].map(stage_tick)
-    order = [stage_tick(s) for s in result.stages]
+    g["段階"] = g["stage"].map(lambda s: stage_tick(result, s))
+    order = [stage_tick(result, s) for s in result.stages]
     sns.violinplot(data=g, x="段階", y="score", order=order, cut=0, inner="quartile", density_norm="width",
                    color="#9ecae1", ax=ax)
     ax.axhline(ACCURACY_THRESHOLD, color="#d62728", ls="--", lw=1)
@@ -70,9 +69,9 @@ def plot_question_heatmap(result: LoopResult, split: str = "original", value: st
     pq = result.per_question(split)
     titles = symptom_titles()
     pq["質問"] = pq["symptom_id"].map(lambda s: f"{s} {titles.get(s, '')}".strip())
-    pq["段階"] = pq["stage"].astype(str).map(stage_tick)
+    pq["段階"] = pq["stage"].astype(str).map(lambda s: stage_tick(result, s))
     table = pq.pivot(index="質問", columns="段階", values=value)
-    table = table[[stage_tick(s) for s in result.stages if stage_tick(s) in table.columns]]
+    table = table[[stage_tick(result, s) for s in result.stages if stage_tick(result, s) in table.columns]]
     ax = _ax(ax, (1.6 + 1.25 * table.shape[1], 0.42 * table.shape[0] + 1.4))
     what = "平均スコア" if value == "mean" else "正答率"
     sns.heatmap(table, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="RdYlGn", cbar_kws={"label": what}, ax=ax,
@@ -109,7 +108,7 @@ def plot_accuracy(result: LoopResult, ax=None, extra: Mapping[str, LoopResult] |
         y = o["accuracy"].to_numpy()
         err = np.vstack([y - o["accuracy_lo"].to_numpy(), o["accuracy_hi"].to_numpy() - y])
         ax.errorbar(x, y, yerr=err, fmt="^--", color="#2ca02c", capsize=4, label=f"{name}（元の質問）")
-    ax.set_xticks(range(len(result.stages)), [stage_tick(s) for s in result.stages])
+    ax.set_xticks(range(len(result.stages)), [stage_tick(result, s) for s in result.stages])
     ax.set_ylim(-0.03, 1.03)
     ax.set_ylabel("正答率（スコア0.8以上）")
     ax.set_title("段階ごとの正答率と95%信頼区間（質問単位）")
@@ -138,7 +137,7 @@ def plot_paraphrase_gap(result: LoopResult, stage: str | None = None, ax=None):
     ax.set_xlabel("元の質問の平均スコア")
     ax.set_ylabel("言い換えの平均スコア")
     gap = float((m["mean_original"] - m["mean_paraphrase"]).mean()) if len(m) else float("nan")
-    ax.set_title(f"言い換えとのギャップ（{stage_label(stage)}、平均差 {gap:+.3f}）")
+    ax.set_title(f"言い換えとのギャップ（{stage_label(result, stage)}、平均差 {gap:+.3f}）")
     return ax
 
 
@@ -156,7 +155,7 @@ def plot_loop_vs_control(result: LoopResult, ax=None):
         part = ov[ov["stage"] == st].set_index("split").reindex(["original", "paraphrase"])
         y = part["accuracy"].to_numpy()
         err = np.vstack([y - part["accuracy_lo"].to_numpy(), part["accuracy_hi"].to_numpy() - y])
-        label = f"ループ（{last}まで、{loop_steps}ステップ）" if st != "control" else f"対照：同じデータで通常SFT（{int(steps.get('control', 0))}ステップ）"
+        label = f"ループ（{stage_tick(result, last)}まで、{loop_steps}ステップ）" if st != "control" else f"対照：同じデータで通常SFT（{int(steps.get('control', 0))}ステップ）"
         ax.bar(np.arange(2) + (i - 0.5) * width, y, width, yerr=err, capsize=4, label=label,
                color=["#1f77b4", "#8c564b"][i])
     ax.set_xticks(range(2), [SPLIT_JA["original"], SPLIT_JA["paraphrase"]])
@@ -175,7 +174,7 @@ def plot_training_loss(result: LoopResult, ax=None):
     h = result.history.copy()
     if h.empty:
         return ax
-    h["段階"] = h["stage"].map(stage_tick)
+    h["段階"] = h["stage"].map(lambda s: stage_tick(result, s))
     sns.lineplot(data=h, x="step", y="loss", hue="段階", ax=ax)
     ax.set_xlabel("ステップ（step）")
     ax.set_ylabel("学習損失（train loss）")

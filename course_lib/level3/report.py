@@ -15,6 +15,7 @@ import pandas as pd
 
 from .. import paths
 from ..data import json_default, write_json, write_text_atomic
+from ..profiles import LABELS
 from .config import CONTROL
 from .tables import comparison_table, stage_names
 from .plots import (
@@ -85,7 +86,7 @@ def _settings_lines(result: LoopResult, notebook_seconds: float | None) -> list[
                                            f"（{judge['version']}）" if judge.get("version") else "")
     n_questions = len(set(result.grades["item_id"][result.grades["split"] == "original"]))
     return [
-        f"- モデル: `{model.get('label')}`（`{model.get('source')}`）"
+        f"- モデル: `{LABELS.get(model.get('profile'), model.get('label'))}`（`{model.get('source')}`）"
         + ("。コース内蔵の小さなモデルの結果で、Qwen3-0.6B の結果ではありません。" if model.get("profile") == "tiny" else ""),
         f"- 採点者（judge）: `{judge_desc}`",
         f"- サンプル数: 元の質問 {n_questions} 問 × N = {cfg.n_samples}、"

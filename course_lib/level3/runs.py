@@ -30,6 +30,7 @@ import pandas as pd
 
 from ..data import read_jsonl, stable_hash, write_json
 from ..device import environment_info
+from ..profiles import IDENTITY_LABELS
 from .config import CONTROL, LoopConfig, Stage
 from .data import LoopData
 from .judge.cache import JudgeCache
@@ -74,7 +75,8 @@ def run_identity(loaded, judge, data: LoopData) -> dict:
     """What besides the config makes a run: model, judge, data, code version."""
     source = str(loaded.source)
     model_id = Path(source).name if Path(source).exists() else source  # tiny-qwen3-<recipe hash>, or a hub id
-    return {"model": {"profile": loaded.profile, "label": loaded.label, "source": model_id},
+    label = IDENTITY_LABELS.get(loaded.profile, loaded.label)  # not the page label: run hashes stay as they were
+    return {"model": {"profile": loaded.profile, "label": label, "source": model_id},
             "judge": judge_identity(judge), "data": data.fingerprint(), "loop_version": LOOP_VERSION}
 
 

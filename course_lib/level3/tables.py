@@ -20,17 +20,38 @@ VERDICT_JA = {
 }
 
 
-def stage_names(config: LoopConfig) -> dict[str, str]:
-    """Japanese stage names from the stage plan: 学習前, 反復0 (初回SFT), 反復1, …, 対照."""
+def stage_names(config: LoopConfig, short: bool = False) -> dict[str, str]:
+    """Japanese stage names from the stage plan, the one vocabulary of tables, plots and report.
+
+    Full: 学習前, 反復0（初回SFT）, 反復1, …, 対照（同計算量SFT）.
+    ``short=True`` (plot ticks and legends): 学習前, 反復0, 反復1, …, 対照.
+    A *stage* is any evaluated model (baseline, each iteration, the control); an *iteration*
+    (反復) is one round of the loop that trains, so iterations are the stages between the two.
+    """
     names = {}
     for st in config.plan():
         if st.kind == BASELINE:
             names[st.name] = "学習前"
         elif st.kind == CONTROL:
-            names[st.name] = "対照（同計算量SFT）"
+            names[st.name] = "対照" if short else "対照（同計算量SFT）"
         else:
-            names[st.name] = f"反復{st.k}" + ("（初回SFT）" if st.k == 0 else "")
+            names[st.name] = f"反復{st.k}" + ("（初回SFT）" if st.k == 0 and not short else "")
     return names
+
+
+TRAINING_COLUMNS_JA = {"stage": "段階", "examples": "学習例の数", "corrective": "修正データ", "replay": "リプレイ",
+                       "failed": "不合格だった質問", "steps": "ステップ数", "seconds": "秒数", "final_loss": "最後の学習損失"}
+
+
+def training_table(training: pd.DataFrame, config: LoopConfig) -> pd.DataFrame:
+    """The per-stage training table (``LoopResult.training``) with Japanese headers and stage names."""
+    names = stage_names(config)
+    table = training.assign(stage=training["stage"].map(lambda s: names.get(s, s)))
+    return table.rename(columns=TRAINING_COLUMNS_JA)
+
+
+PARAPHRASE_STYLES_JA = {"colloquial": "くだけた言い方", "clinical": "専門的な言い方", "reordered": "語順の入れ替え",
+                        "first_person": "本人の言葉", "brief": "短い言い方"}
 
 
 def comparison_table(comparisons: Mapping[tuple[str, str], Comparison], config: LoopConfig,

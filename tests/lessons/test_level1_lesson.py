@@ -126,7 +126,7 @@ def test_full_fine_tuning_is_compared_with_lora_side_by_side(executed_lesson):
     table = _text(_code_cell(nb, "comparison = pd.DataFrame("))
     for row in ("学習前（元のモデル）", "LoRA", "全体のファインチューニング"):
         assert row in table, row
-    for column in ("学習するパラメータ", "ピークメモリ", "1ステップの秒数", "最後の学習損失", "テスト用の形式一致率", "パープレキシティ"):
+    for column in ("学習可能パラメータ", "ピークメモリ", "1ステップの秒数", "最後の学習損失", "テスト用の形式一致率", "パープレキシティ"):
         assert column in table, column
     cell = _code_cell(nb, "conclusion = [")
     conclusion = "".join("".join(out["data"]["text/markdown"]) for out in cell.outputs

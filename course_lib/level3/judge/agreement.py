@@ -110,7 +110,7 @@ class AgreementReport:
     def confusion_ja(self) -> pd.DataFrame:
         """The confusion matrix with Japanese labels (for the book)."""
         c = self.confusion.rename(index=LABELS_JA, columns=LABELS_JA)
-        c.index.name, c.columns.name = "人手の正解ラベル", "ジャッジのラベル"
+        c.index.name, c.columns.name = "人手の正解ラベル", "採点者のラベル"
         return c
 
     def __str__(self) -> str:
