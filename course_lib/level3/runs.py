@@ -308,9 +308,8 @@ class LoopResult:
 
 
 def _training_row(stage: str, t: dict) -> dict:
-    return {"stage": stage, "update_rule": t.get("update_rule"), "examples": t.get("examples"),
-            "corrective": t.get("n_corrective"), "replay": t.get("n_replay"), "self": t.get("n_self"),
-            "pairs": t.get("n_pairs"), "budget": t.get("budget"), "failed": len(t["failed"]) if "failed" in t else None,
+    return {"stage": stage, "examples": t.get("examples"), "corrective": t.get("n_corrective"),
+            "replay": t.get("n_replay"), "failed": len(t["failed"]) if "failed" in t else None,
             "steps": t.get("steps"), "seconds": t.get("seconds"), "final_loss": t.get("final_loss")}
 
 
