@@ -16,20 +16,15 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Callable, Sequence
 
-from . import timing
+from . import paths, timing
 
 DEFAULT_WORKERS = 2
 
 
 def default_workers() -> int:
-    """Two workers where there are two cores or more (``COURSE_WORKERS`` overrides; 1 = serial)."""
-    env = os.environ.get("COURSE_WORKERS")
-    if env:
-        try:
-            return max(1, int(env))
-        except ValueError:
-            raise ValueError(f"COURSE_WORKERS must be a whole number, got {env!r}") from None
-    return min(DEFAULT_WORKERS, os.cpu_count() or 1)
+    """Two workers where there are two cores or more; ``COURSE_WORKERS`` overrides (1 = serial)."""
+    override = paths.workers_override()
+    return override if override is not None else min(DEFAULT_WORKERS, os.cpu_count() or 1)
 
 
 def _timed_job(fn: Callable, args: tuple) -> tuple[Any, dict]:

@@ -17,6 +17,9 @@ executed lessons     ``<repo>/book/executed``               ``--out`` of ``pytho
 a local Qwen3-0.6B   (none)                                 ``COURSE_QWEN_PATH``
 ===================  =====================================  ===============================
 
+Not a path, but a ``COURSE_*`` variable all the same: ``COURSE_WORKERS`` sets how many
+worker processes run independent jobs (:mod:`course_lib.parallel`; 1 = serial).
+
 "Headless" means no person is watching (papermill in CI or ``python -m course_lib run``):
 the runner sets ``TQDM_DISABLE=1``, which also switches every tqdm bar off.
 """
@@ -38,6 +41,7 @@ JUDGE_CACHE_ENV = "COURSE_JUDGE_CACHE_DIR"
 RUNS_ENV = "COURSE_RUNS_DIR"
 REPORT_ENV = "COURSE_REPORT_DIR"
 QWEN_PATH_ENV = "COURSE_QWEN_PATH"
+WORKERS_ENV = "COURSE_WORKERS"
 HEADLESS_ENV = "TQDM_DISABLE"  # tqdm reads it too, so bars made elsewhere also stay off
 
 
@@ -70,6 +74,17 @@ def report_dir() -> Path | None:
 def qwen_path() -> str | None:
     """A local Qwen3-0.6B folder named by ``$COURSE_QWEN_PATH``, if any."""
     return os.environ.get(QWEN_PATH_ENV) or None
+
+
+def workers_override() -> int | None:
+    """The number of worker processes ``$COURSE_WORKERS`` asks for (at least 1), or None when unset."""
+    value = os.environ.get(WORKERS_ENV, "").strip()
+    if not value:
+        return None
+    try:
+        return max(1, int(value))
+    except ValueError:
+        raise ValueError(f"{WORKERS_ENV} must be a whole number such as 1 or 2, got {value!r}") from None
 
 
 def headless() -> bool:

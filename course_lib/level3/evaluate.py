@@ -7,6 +7,7 @@ summarised by :mod:`.metrics`.
 from __future__ import annotations
 
 import json
+import time
 
 import pandas as pd
 
@@ -108,16 +109,25 @@ class Grader:
 def evaluate_stage(sd: StageDir, model, tokenizer, config: LoopConfig, data: LoopData, grader: Grader,
                    progress: bool) -> None:
     """Sample, grade and summarise one stage into its folder (generations, grades, metrics)."""
+    clock = time.perf_counter()
     gens = generate_stage(sd, model, tokenizer, config, data, progress)
+    seconds = {"generate": time.perf_counter() - clock}
+    clock = time.perf_counter()
     grades = grader.grade(gens, f"{sd.name}: grading")
+    seconds["judge"] = time.perf_counter() - clock
     if len(grades) < len(gens):
         raise RuntimeError(
             f"{len(gens) - len(grades)} answers of stage {sd.name} could not be graded (judge errors, see "
             f"{grader.run.path / JUDGE_ERRORS}); run again to retry only those: every grade so far is kept")
     write_jsonl(sd.file("grades.jsonl"), grades)
     # forgetting outside the task: the same general text before (baseline) and after each stage
+    clock = time.perf_counter()
     metrics = {"n_generated": len(gens), "n_graded": len(grades),
                "general_perplexity": perplexity(model, tokenizer, general_text())}
+    seconds["perplexity"] = time.perf_counter() - clock
+    # where this stage's evaluation time went (the report's per-stage table); generations read
+    # back from an interrupted run count as ~0 s
+    metrics["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
     frame = pd.DataFrame(grades)
     for split in SPLITS:
         part = frame[frame["split"] == split] if len(frame) else frame

@@ -101,6 +101,14 @@ def _settings_lines(result: LoopResult, notebook_seconds: float | None) -> list[
     ]
 
 
+def stage_seconds_table(result: LoopResult, names: Mapping[str, str]) -> pd.DataFrame:
+    """Per stage: seconds of training, generation, judging and perplexity, Japanese headers."""
+    t = result.stage_seconds()
+    t["stage"] = t["stage"].map(lambda s: names.get(s, s))
+    t = t.rename(columns={"stage": "段階", "train": "学習", "generate": "生成", "judge": "採点", "perplexity": "パープレキシティ"})
+    return t.round(1).fillna("—")
+
+
 def write_level3_report(result: LoopResult, out_dir: Path | str | None = None, no_replay: LoopResult | None = None,
                         agreement: Mapping | None = None, notebook_seconds: float | None = None) -> dict[str, Path]:
     """Write ``level3_report.md`` (a section for the execution report), ``level3_report.json``
@@ -120,6 +128,7 @@ def write_level3_report(result: LoopResult, out_dir: Path | str | None = None, n
         "table_original": result.table("original", formatted=False).to_dict(orient="records"),
         "table_paraphrase": result.table("paraphrase", formatted=False).to_dict(orient="records"),
         "training": result.training.to_dict(orient="records"),
+        "stage_seconds": result.stage_seconds().to_dict(orient="records"),
         "agreement": dict(agreement) if agreement else None,
         "notebook_seconds": notebook_seconds, "plots": {k: p.name for k, p in plots.items()},
     }
@@ -128,7 +137,10 @@ def write_level3_report(result: LoopResult, out_dir: Path | str | None = None, n
              *_settings_lines(result, notebook_seconds), "",
              "### 段階ごとの指標（元の質問）", "", _md_table(result.table("original", stage_names=names)), "",
              "### 段階ごとの指標（言い換え、学習に未使用）", "", _md_table(result.table("paraphrase", stage_names=names)), "",
-             "### 段階の比較（元の質問、質問ごとに対応をとった差、Holm 補正）", "", _md_table(comparisons), ""]
+             "### 段階の比較（元の質問、質問ごとに対応をとった差、Holm 補正）", "", _md_table(comparisons), "",
+             "### 段階ごとの時間（秒）", "",
+             "その段階を計算した実行で測った値です（別の実行からコピーした段階は、コピー元の値）。", "",
+             _md_table(stage_seconds_table(result, names)), ""]
     captions = {"accuracy": "段階ごとの正答率と95%信頼区間", "heatmap": "質問ごとの平均スコア",
                 "scores": "スコアの分布", "gap": "元の質問と言い換えのギャップ", "control": "ループ vs 同計算量の対照"}
     for key, path in plots.items():

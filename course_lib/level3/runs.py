@@ -12,6 +12,9 @@ per stage::
     metrics.json      summaries of the originals and the paraphrases
     done              written last: the stage is complete
 
+While a process computes a stage, ``<runs>/.claims/<stage>-<fingerprint>`` says so: another
+process that needs the identical stage waits and copies it (:class:`StageClaim`).
+
 Files are written atomically. A rerun skips finished stages. A changed configuration
 hashes to a new run folder; a stage whose *fingerprint* (everything that determines its
 result) matches a finished stage of another run is copied from there, and its grades go
@@ -20,6 +23,7 @@ into this run's judge cache, so an identical answer later in the run is never gr
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -135,6 +139,56 @@ def find_finished(runs_dir: Path, stage: str, fingerprint: str, exclude: Path) -
     return None
 
 
+class StageClaim:
+    """While one process computes a stage, another process that needs the identical stage
+    (same fingerprint, e.g. the shared iteration 0 of two runs in :mod:`.parallel`'s workers)
+    waits for it and copies it instead of computing it twice.
+
+    The claim is a file ``<runs_dir>/.claims/<stage>-<fingerprint>`` created exclusively and
+    holding the owner's process id; a claim whose process is gone (a killed run) is taken over.
+    """
+
+    POLL_SECONDS = 1.0
+
+    def __init__(self, runs_dir: Path, stage: str, fingerprint: str):
+        self.path = runs_dir / ".claims" / f"{stage}-{fingerprint}"
+        self.waited = False
+
+    def _owner_alive(self) -> bool:
+        try:
+            pid = int(self.path.read_text(encoding="utf-8").strip() or 0)
+        except (OSError, ValueError):
+            return True  # being written right now: its owner is alive
+        if pid == os.getpid():
+            return False  # our own leftover (an exception earlier in this process)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def __enter__(self) -> "StageClaim":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                if self._owner_alive():
+                    self.waited = True
+                    time.sleep(self.POLL_SECONDS)
+                else:
+                    self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(str(os.getpid()))
+            return self
+
+    def __exit__(self, *exc) -> None:
+        self.path.unlink(missing_ok=True)
+
+
 class Run:
     """One run folder: where each stage lives, whether it is done, and the run's judge cache."""
 
@@ -168,14 +222,17 @@ class Run:
             return
         if self._copy(sd):
             return
-        start = time.perf_counter()
-        sd.path.mkdir(parents=True, exist_ok=True)
-        if not sd.file("config.json").exists():
-            write_json(sd.file("config.json"), {"stage": st.name, "fingerprint": self.fingerprints[st.name],
-                                                "parent": st.parent, "run": self.path.name,
-                                                "config": self.config.to_dict(), **self.identity})
-        compute(sd)
-        sd.file(DONE).write_text(time.strftime("%Y-%m-%dT%H:%M:%S") + "\n", encoding="utf-8")
+        with StageClaim(self.runs_dir, st.name, self.fingerprints[st.name]) as claim:
+            if claim.waited and self._copy(sd):  # another process has just computed this very stage
+                return
+            start = time.perf_counter()
+            sd.path.mkdir(parents=True, exist_ok=True)
+            if not sd.file("config.json").exists():
+                write_json(sd.file("config.json"), {"stage": st.name, "fingerprint": self.fingerprints[st.name],
+                                                    "parent": st.parent, "run": self.path.name,
+                                                    "config": self.config.to_dict(), **self.identity})
+            compute(sd)
+            sd.file(DONE).write_text(time.strftime("%Y-%m-%dT%H:%M:%S") + "\n", encoding="utf-8")
         self.seconds[st.name] = round(time.perf_counter() - start, 1)
         self.status[st.name] = "computed"
         self.log(f"[{st.name}] done in {self.seconds[st.name]:.0f}s")
@@ -302,6 +359,16 @@ class LoopResult:
         values = {s: json.loads((self.run_dir / s / "metrics.json").read_text(encoding="utf-8")).get("general_perplexity")
                   for s in self.stages}
         return pd.Series(values, dtype=float, name="general_perplexity")
+
+    def stage_seconds(self) -> pd.DataFrame:
+        """Seconds per stage in training, generation, judging and perplexity, as measured by the
+        run that computed the stage (a copied stage keeps its original's times)."""
+        rows = []
+        for s in self.stages:
+            ev = json.loads((self.run_dir / s / "metrics.json").read_text(encoding="utf-8")).get("seconds", {})
+            rows.append({"stage": s, "train": float((self.stage_info.get(s) or {}).get("seconds") or 0.0),
+                         **{k: float(ev.get(k, float("nan"))) for k in ("generate", "judge", "perplexity")}})
+        return pd.DataFrame(rows, columns=["stage", "train", "generate", "judge", "perplexity"])
 
     def adapter_path(self, stage: str) -> Path:
         return self.run_dir / stage / "adapter"
