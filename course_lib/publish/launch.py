@@ -10,8 +10,11 @@ that do:
   the link opens.
 - **Colab** opens only ``.ipynb`` files stored on GitHub, so the publish workflow
   pushes the notebooks written by :func:`export_colab_notebooks` to the
-  ``COLAB_BRANCH`` branch. Each one starts with a setup cell that clones and
-  installs the course when (and only when) it runs in Colab.
+  ``COLAB_BRANCH`` branch. Each one starts with a setup cell that clones the
+  course and installs what a lesson needs when (and only when) it runs in Colab:
+  the lesson packages of ``pyproject.toml`` (:func:`colab_requirements`), then the
+  course itself without its dependencies. Colab's own PyTorch (a CUDA build) and
+  Jupyter stay as they are; the book and test tools are not installed.
 
 Everything derives from ``repository`` and ``launch_buttons`` in ``_config.yml``:
 a fork changes the URL there and every link, clone command and setup cell follows.
@@ -26,7 +29,7 @@ import jupytext
 import nbformat
 import yaml
 
-from ..paths import CONFIG_PATH, NOTEBOOKS_DIR
+from ..paths import CONFIG_PATH, NOTEBOOKS_DIR, REPO_ROOT
 from .runner import EXECUTED_PREFIX, toc_notebooks
 
 COLAB_BRANCH = "notebooks"  # the branch the publish workflow pushes Colab notebooks to
@@ -127,6 +130,37 @@ def lesson_links(lesson: str, config: LaunchConfig | None = None) -> dict[str, s
     return {"Binder": binder_link(lesson, config), "Colab": colab_link(lesson, config)}
 
 
+# pyproject.toml dependencies a lesson on Colab does not install, and why.
+NOT_ON_COLAB = {
+    "torch": "preinstalled on Colab as a CUDA build; installing it again would replace that build",
+    "jupyter-book": "builds the book, not used by a lesson",
+    "jupytext": "reads the .py lesson sources; Colab opens the exported .ipynb",
+    "papermill": "headless execution of the lessons (python -m course_lib run)",
+    "ipykernel": "Colab runs its own kernel",
+    "jupyterlab": "the local notebook interface; Colab has its own",
+    "jupyterlab-myst": "renders MyST in JupyterLab; Colab has its own notebook interface",
+}
+
+
+def _requirement_name(requirement: str) -> str:
+    return re.split(r"[\s<>=!~;\[(]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def colab_requirements(pyproject: Path = REPO_ROOT / "pyproject.toml") -> list[str]:
+    """The requirements a lesson needs on Colab: ``pyproject.toml``'s dependencies (their version
+    bounds too) without those in ``NOT_ON_COLAB``. Read from the one dependency list, so a package
+    added there for the lessons reaches Colab without a second list to update."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    deps = tomllib.loads(Path(pyproject).read_text(encoding="utf-8"))["project"]["dependencies"]
+    unknown = set(NOT_ON_COLAB) - {_requirement_name(d) for d in deps}
+    if unknown:
+        raise ValueError(f"{pyproject}: NOT_ON_COLAB names {sorted(unknown)}, which are not dependencies")
+    return [d for d in deps if _requirement_name(d) not in NOT_ON_COLAB]
+
+
 SETUP_MARKDOWN = """\
 **Google Colab で開いた場合**は、最初に次のセルを実行してください。コースのコードとデータを
 `{course_dir}` に取得してインストールします（初回だけ数分かかります）。
@@ -135,21 +169,34 @@ GPU を使う場合は、先にメニューの「ランタイム → ランタ�
 """
 
 SETUP_CODE = """\
-# Colab only: fetch the course (code and datasets) and install it. Elsewhere this cell does nothing.
+# Colab only: fetch the course (code and datasets) and install what a lesson needs. Elsewhere this cell does nothing.
+# Colab's own PyTorch (a CUDA build) and Jupyter stay as they are; the book and test tools are not installed.
 import os
 import subprocess
 import sys
 
 COURSE_REPO = "{repository_url}"
 COURSE_DIR = "{course_dir}"
+LESSON_PACKAGES = [{packages}]  # pyproject.toml's dependencies that a lesson imports
 if "google.colab" in sys.modules:
     if not os.path.isdir(os.path.join(COURSE_DIR, "course_lib")):
         subprocess.run(["git", "clone", "--depth", "1", COURSE_REPO, COURSE_DIR], check=True)
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "-e", COURSE_DIR], check=True)
+    installed = os.path.join(COURSE_DIR, ".colab-installed")
+    if not os.path.exists(installed):  # again after a failed install, not after a kernel restart
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *LESSON_PACKAGES], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "-e", COURSE_DIR], check=True)
+        open(installed, "w").close()
     os.chdir(COURSE_DIR)  # the lessons read datasets/ and write runs/ relative to the course
     if COURSE_DIR not in sys.path:
         sys.path.insert(0, COURSE_DIR)  # this kernel started before the install
 """
+
+
+def setup_code(repository_url: str, course_dir: str | Path, requirements: list[str] | None = None) -> str:
+    """The Colab setup cell's code."""
+    requirements = colab_requirements() if requirements is None else requirements
+    return SETUP_CODE.format(repository_url=repository_url, course_dir=course_dir,
+                             packages=", ".join(f'"{r}"' for r in requirements))
 
 
 def colab_notebook(lesson: str, config: LaunchConfig | None = None,
@@ -163,8 +210,7 @@ def colab_notebook(lesson: str, config: LaunchConfig | None = None,
     setup = [
         nbformat.v4.new_markdown_cell(SETUP_MARKDOWN.format(course_dir=COLAB_COURSE_DIR),
                                       metadata={"tags": [SETUP_TAG]}),
-        nbformat.v4.new_code_cell(SETUP_CODE.format(repository_url=config.repository_url,
-                                                    course_dir=COLAB_COURSE_DIR),
+        nbformat.v4.new_code_cell(setup_code(config.repository_url, COLAB_COURSE_DIR),
                                   metadata={"tags": [SETUP_TAG]}),
     ]
     # Keep the lesson title on top: the setup goes right after the first markdown cell.

@@ -172,7 +172,7 @@ def run_setup_cell(monkeypatch, course_dir: Path, in_colab: bool) -> FakeRun:
         monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
     else:
         monkeypatch.delitem(sys.modules, "google.colab", raising=False)
-    code = launch.SETUP_CODE.format(repository_url=CONFIG.repository_url, course_dir=course_dir)
+    code = launch.setup_code(CONFIG.repository_url, course_dir)
     exec(compile(code, "colab-setup", "exec"), {})
     return fake
 
@@ -182,11 +182,68 @@ def test_setup_cell_clones_and_installs_once_in_colab(tmp_path, monkeypatch):
     course_dir = tmp_path / "content" / "lora-course"
     fake = run_setup_cell(monkeypatch, course_dir, in_colab=True)
     assert fake.commands[0] == ["git", "clone", "--depth", "1", CONFIG.repository_url, str(course_dir)]
-    assert fake.commands[1][1:] == ["-m", "pip", "install", "--quiet", "-e", str(course_dir)]
+    # the lesson packages (not Colab's torch, not the book or JupyterLab), then the course without dependencies
+    assert fake.commands[1][1:] == ["-m", "pip", "install", "--quiet", *launch.colab_requirements()]
+    assert fake.commands[2][1:] == ["-m", "pip", "install", "--quiet", "--no-deps", "-e", str(course_dir)]
+    assert len(fake.commands) == 3
     assert Path.cwd() == course_dir and sys.path[0] == str(course_dir)
     # Running the cell again (or after a kernel restart) does not clone or install again.
     again = run_setup_cell(monkeypatch, course_dir, in_colab=True)
     assert again.commands == [] and sys.path.count(str(course_dir)) == 1
+
+
+def test_setup_cell_installs_again_after_a_failed_install(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    course_dir = tmp_path / "content" / "lora-course"
+
+    def failing_pip(cmd, check=False, **kwargs):
+        if cmd[:2] == ["git", "clone"]:
+            (Path(cmd[-1]) / "course_lib").mkdir(parents=True)
+            return subprocess.CompletedProcess(cmd, 0)
+        raise subprocess.CalledProcessError(1, cmd)
+
+    monkeypatch.setattr(subprocess, "run", failing_pip)
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    with pytest.raises(subprocess.CalledProcessError):
+        exec(compile(launch.setup_code(CONFIG.repository_url, course_dir), "colab-setup", "exec"), {})
+    again = run_setup_cell(monkeypatch, course_dir, in_colab=True)
+    assert [c[3:5] for c in again.commands] == [["install", "--quiet"]] * 2  # no second clone, the install again
+
+
+def test_colab_installs_the_lesson_packages_only():
+    reqs = launch.colab_requirements()
+    names = {launch._requirement_name(r) for r in reqs}
+    assert {"transformers", "peft", "openai", "ipywidgets", "seaborn", "myst-nb", "matplotlib-fontja"} <= names
+    assert not names & {"torch", "jupyter-book", "jupyterlab", "jupyterlab-myst", "papermill", "jupytext", "ipykernel"}
+    assert any(r.startswith("transformers") and ">=" in r for r in reqs)  # pyproject's bounds come along
+
+
+# Imported by a lesson and present on Colab without an install: its torch, its kernel (IPython),
+# and what the listed packages bring with them.
+COLAB_PROVIDES = {"torch", "ipython", "numpy", "huggingface-hub"}
+
+
+def test_every_package_a_lesson_imports_is_installed_on_colab():
+    import importlib.metadata as md
+    import importlib.util
+
+    sources = list((REPO_ROOT / "notebooks").glob("*.py"))
+    sources += [p for p in (REPO_ROOT / "course_lib").rglob("*.py")
+                if "publish" not in p.parts and p.name != "__main__.py"]
+    names = set()
+    for path in sources:
+        names |= set(re.findall(r"^\s*(?:from|import)\s+([A-Za-z_]\w*)", path.read_text(encoding="utf-8"), re.M))
+    names -= set(sys.stdlib_module_names) | {"course_lib"}
+    dists = md.packages_distributions()
+    installed = {launch._requirement_name(r) for r in launch.colab_requirements()} | COLAB_PROVIDES
+    missing = {}
+    for name in sorted(names):
+        if importlib.util.find_spec(name) is None:
+            continue  # not a module (a word after "from" in a docstring) or not installed here either
+        provided = {d.lower().replace("_", "-") for d in dists.get(name, [])}
+        if not provided & installed:
+            missing[name] = sorted(provided)
+    assert not missing, f"imported by a lesson but not installed on Colab: {missing}"
 
 
 def test_setup_cell_does_nothing_outside_colab(tmp_path, monkeypatch):
