@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 FORCE_FLAG := $(if $(filter 1 yes true,$(FORCE)),--force)
 
-.PHONY: course test venv tiny run book colab nbval clean lab
+.PHONY: course test venv tiny run book colab nbval clean lab mutation
 
 # The environment is created on first use. torch goes in first and alone, so pip
 # takes the CPU build where the machine has one instead of a multi-GB CUDA build.
@@ -47,6 +47,17 @@ lab: $(STAMP)
 # Execute every lesson source through nbval (slow: the same work as `make run`).
 nbval: $(STAMP)
 	$(PY) -m pytest --nbval-lax notebooks/
+
+# Mutation check (slow; not part of `make test`): mutmut changes one thing at a time in the modules of
+# [tool.mutmut] (pyproject.toml) and runs the fast unit tests that reach it; then the kill rate per module.
+# One module: make mutation MUTANTS='course_lib.level3.metrics.*'   Survivors: .venv/bin/mutmut results
+MUTANTS ?=
+MUTATION_JOBS ?= 1
+mutation: $(STAMP)
+	nice -n 10 $(VENV)/bin/mutmut run --max-children $(MUTATION_JOBS) $(MUTANTS)
+	@$(VENV)/bin/mutmut results --all | sed -E 's/^ *([A-Za-z0-9_.]+)\.x[^:]*: (.*)$$/\1 \2/' | awk \
+	  '$$2 != "not" && $$2 != "skipped" {n[$$1]++; if ($$2 == "killed" || $$2 == "timeout") k[$$1]++} \
+	   END {for (m in n) printf "%-40s %4d/%-4d killed  %5.1f%%\n", m, k[m], n[m], 100 * k[m] / n[m]}' | sort
 
 clean:
 	rm -rf _build book/executed

@@ -45,6 +45,34 @@ def small_model(small_model_dir):
     return model, tokenizer
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module: the tiny model trains fastest so, and many times faster on a shared CPU."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny(one_thread):
+    """(model, tokenizer): the embedded tiny model on the CPU, loaded once per module (the level-2 tests)."""
+    from course_lib.profiles import load_model
+
+    loaded = load_model("tiny", device="cpu", verbose=False)
+    return loaded.model, loaded.tokenizer
+
+
+@pytest.fixture(scope="module")
+def records():
+    """Level 1's training split, what the level-2 experiments train on."""
+    from course_lib.level1 import load_level1_split
+
+    return load_level1_split("train")
+
+
 @pytest.fixture(scope="session")
 def course_model():
     """The real embedded tiny model (cached under .cache/, built on first use)."""

@@ -1,4 +1,189 @@
-from course_lib.generate import sample_answers
+"""Generation: first against a model whose next token is known, then on a small real model.
+
+``KnownNext`` is a transformers model with no learned weights: after token ``w[i]`` of a fixed
+chain of letters it gives ``w[i+1]`` the logit ``STRENGTH`` and every other chain letter 0; every
+other token (the prompt's, the special tokens) gets -1e4. So greedy decoding writes exactly
+``"abcdefgh..."``, never stops early, and sampling has a known distribution:
+p(next = successor) = e^3 / (e^3 + 19) ≈ 0.51 at temperature 1. Each test below compares
+``sample_answers`` with what that construction implies, so each fails when generation breaks.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from course_lib.generate import answer, sample_answers
+from course_lib.sft import chat_prompt
+
+CHAIN = "abcdefghijklmnopqrst"  # 20 letters, one byte-level token each
+STRENGTH = 3.0
+P_SUCCESSOR = math.exp(STRENGTH) / (math.exp(STRENGTH) + len(CHAIN) - 1)  # ≈ 0.514 at temperature 1
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    """The course's own byte-level BPE tokenizer and ChatML template, trained in about a second."""
+    from course_lib.tiny_model import read_corpus, train_tokenizer
+
+    return train_tokenizer(read_corpus(), vocab_size=600)
+
+
+def known_next_model(tokenizer):
+    from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    chain = [tokenizer.convert_tokens_to_ids(c) for c in CHAIN]
+    assert all(tokenizer(c, add_special_tokens=False)["input_ids"] == [i] for c, i in zip(CHAIN, chain))
+
+    class KnownNextConfig(PretrainedConfig):
+        model_type = "known-next"
+
+    class KnownNext(PreTrainedModel, GenerationMixin):
+        config_class = KnownNextConfig
+
+        def __init__(self, config):
+            super().__init__(config)
+            self.anchor = torch.nn.Parameter(torch.zeros(1))  # for the device lookup; never used
+            position = torch.full((config.vocab_size,), -1, dtype=torch.long)
+            position[torch.tensor(chain)] = torch.arange(len(chain))
+            self.register_buffer("position", position, persistent=False)
+            self.register_buffer("chain", torch.tensor(chain), persistent=False)
+            self.inputs: list[torch.Tensor] = []  # what each forward call saw
+            self.post_init()
+
+        def _init_weights(self, module):
+            pass
+
+        def forward(self, input_ids=None, attention_mask=None, **kwargs):
+            self.inputs.append(input_ids.detach().clone())
+            b, n = input_ids.shape
+            logits = torch.full((b, n, self.config.vocab_size), -1e4)
+            logits[:, :, self.chain] = 0.0
+            pos = self.position[input_ids]  # -1 for anything outside the chain: the next is the first letter
+            successor = self.chain[(pos + 1) % len(chain)]
+            logits.scatter_(2, successor.unsqueeze(-1), STRENGTH)
+            return CausalLMOutputWithPast(logits=logits)
+
+    config = KnownNextConfig(vocab_size=len(tokenizer), use_cache=False, num_hidden_layers=0, pad_token_id=tokenizer.pad_token_id,
+                             eos_token_id=tokenizer.eos_token_id)
+    return KnownNext(config).eval()
+
+
+@pytest.fixture()
+def model(tokenizer):
+    return known_next_model(tokenizer)
+
+
+def greedy(prompts, model, tokenizer, **kw):
+    return sample_answers(model, tokenizer, prompts, temperature=0, progress=False, **kw)
+
+
+def test_greedy_returns_exactly_the_new_tokens(model, tokenizer):
+    out = greedy(["頭が痛いです", "熱がある"], model, tokenizer, max_new_tokens=6, batch_size=2)
+    # the first generated token is kept, the prompt is not returned, nothing is cut
+    assert out == [["abcdef"], ["abcdef"]]
+    assert answer(model, tokenizer, "頭が痛いです", max_new_tokens=4) == "abcd"
+
+
+@pytest.mark.parametrize("max_new_tokens", [1, 3, 11])
+def test_max_new_tokens_is_respected_exactly(model, tokenizer, max_new_tokens):
+    assert greedy(["質問"], model, tokenizer, max_new_tokens=max_new_tokens) == [[CHAIN[:max_new_tokens]]]
+    assert len(model.inputs) == max_new_tokens  # one forward pass per new token, none after the last
+
+
+def test_the_model_sees_the_chat_prompt_with_system_and_generation_prompt(model, tokenizer):
+    greedy(["頭痛に効く薬は?"], model, tokenizer, max_new_tokens=1, system="あなたは薬剤師です")
+    seen = tokenizer.decode(model.inputs[0][0])
+    assert seen == chat_prompt(tokenizer, "頭痛に効く薬は?", "あなたは薬剤師です")
+    assert seen.startswith("<|im_start|>system\nあなたは薬剤師です<|im_end|>\n<|im_start|>user\n頭痛に効く薬は?")
+    assert seen.endswith("<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_chat_template_has_the_generation_prompt_and_the_system_prompt(tokenizer):
+    with_system = chat_prompt(tokenizer, "質問", "指示")
+    assert with_system == "<|im_start|>system\n指示<|im_end|>\n<|im_start|>user\n質問<|im_end|>\n<|im_start|>assistant\n"
+    assert chat_prompt(tokenizer, "質問") == "<|im_start|>user\n質問<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_prompts_of_different_lengths_in_one_batch_are_left_padded(model, tokenizer):
+    out = greedy(["短い", "ずっと長い質問文で、パディングが必要になります"], model, tokenizer, max_new_tokens=5, batch_size=2)
+    assert out == [["abcde"], ["abcde"]]
+    first = model.inputs[0]
+    assert first[0, 0].item() == tokenizer.pad_token_id and first[1, 0].item() != tokenizer.pad_token_id
+    assert tokenizer.padding_side == "right"  # restored for training
+
+
+def successor_share(answers: list[str]) -> float:
+    """The share of generated letters that follow their predecessor in the chain (the first follows the prompt)."""
+    hits = total = 0
+    for a in answers:
+        prev = -1
+        for c in a:
+            hits += CHAIN.index(c) == (prev + 1) % len(CHAIN)
+            total += 1
+            prev = CHAIN.index(c)
+    return hits / total
+
+
+def sampled(model, tokenizer, n=40, **kw):
+    kw = {"temperature": 1.0, "top_p": 1.0, **kw}
+    return sample_answers(model, tokenizer, ["質問"], n=n, max_new_tokens=5, batch_size=8, progress=False, **kw)[0]
+
+
+def test_sampling_at_temperature_one_follows_the_model_distribution(model, tokenizer):
+    answers = sampled(model, tokenizer, n=80)
+    assert all(len(a) == 5 and set(a) <= set(CHAIN) for a in answers)
+    # 400 letters, p ≈ 0.514: a 4-sigma band around it (sigma ≈ 0.025)
+    assert abs(successor_share(answers) - P_SUCCESSOR) < 0.1
+    assert len(set(answers)) > 60
+
+
+def test_a_tiny_temperature_is_greedy(model, tokenizer):
+    # logits / 0.01: the successor's probability is 1 - 19 e^-300
+    assert set(sampled(model, tokenizer, temperature=0.01)) == {"abcde"}
+
+
+def test_a_high_temperature_spreads_the_distribution(model, tokenizer):
+    # temperature 5: p(successor) = e^0.6 / (e^0.6 + 19) ≈ 0.088, far below 0.51
+    hot = sampled(model, tokenizer, n=80, temperature=5.0)
+    assert successor_share(hot) < 0.2
+    assert len(set(hot)) == len(hot)
+
+
+def test_a_small_top_p_keeps_only_the_most_likely_token(model, tokenizer):
+    # the successor alone holds 0.51 of the mass: with top_p = 0.3 the nucleus is that one token
+    assert set(sampled(model, tokenizer, top_p=0.3)) == {"abcde"}
+    # with top_p = 0.9 the nucleus holds the others too
+    assert successor_share(sampled(model, tokenizer, n=80, top_p=0.9)) < 0.8
+
+
+def test_every_batch_gets_its_own_seed_and_a_seed_repeats(model, tokenizer):
+    kw = dict(n=6, temperature=5.0, max_new_tokens=8, progress=False)
+    one_per_batch = sample_answers(model, tokenizer, ["質問"], batch_size=1, seed=3, **kw)[0]
+    assert len(set(one_per_batch)) == 6  # six batches, six different draws (19^8 possible answers)
+    assert sample_answers(model, tokenizer, ["質問"], batch_size=1, seed=3, **kw)[0] == one_per_batch
+    assert sample_answers(model, tokenizer, ["質問"], batch_size=1, seed=4, **kw)[0] != one_per_batch
+
+
+def test_n_answers_per_prompt_in_prompt_order(model, tokenizer):
+    out = greedy(["一", "二", "三"], model, tokenizer, n=2, max_new_tokens=2, batch_size=4)
+    assert out == [["ab", "ab"]] * 3
+    with pytest.raises(ValueError):
+        sample_answers(model, tokenizer, ["一"], n=0, progress=False)
+
+
+def test_the_model_is_left_in_its_training_mode(model, tokenizer):
+    model.train()
+    greedy(["一"], model, tokenizer, max_new_tokens=1)
+    assert model.training
+    model.eval()
+    greedy(["一"], model, tokenizer, max_new_tokens=1)
+    assert not model.training
+
+
+# ----------------------------------------------------------------------------- a small real model
 
 
 def test_n_answers_per_prompt_in_order(small_model):

@@ -27,17 +27,6 @@ def test_step_timer_median_leaves_out_the_first_step():
     assert timer.median() == 4.0
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    from course_lib.profiles import load_model
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    loaded = load_model("tiny", device="cpu", verbose=False)
-    yield loaded.model, loaded.tokenizer
-    torch.set_num_threads(before)
-
-
 def test_measure_cost_table_has_one_row_per_rank_and_length(tiny):
     from course_lib.level1 import load_level1_split
 

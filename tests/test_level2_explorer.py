@@ -2,36 +2,14 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from course_lib.lora import lora_parameter_count
 
+# every test of this module on one thread (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 # the explorer's settings carry the sweep's names
 SHORT = dict(num_train_epochs=1, per_device_train_batch_size=4)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model trains fastest on one thread, and many times faster on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    from course_lib.profiles import load_model
-
-    loaded = load_model("tiny", device="cpu", verbose=False)
-    return loaded.model, loaded.tokenizer
-
-
-@pytest.fixture(scope="module")
-def records():
-    from course_lib.level1 import load_level1_split
-
-    return load_level1_split("train")
 
 
 def _capture_display(monkeypatch):

@@ -13,31 +13,10 @@ from course_lib.level2.tables import japanese_table
 from course_lib.lora import (ALL_PROJ_MODULES, ATTENTION_MODULES, MLP_MODULES, attach_lora, lora_parameter_count,
                              lora_parameter_table)
 
+# every test of this module on one thread (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 PEFT_LINE = re.compile(r"trainable params: ([\d,]+) \|\| all params: ([\d,]+) \|\| trainable%: ([\d.]+)")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model trains fastest on one thread, and many times faster on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    from course_lib.profiles import load_model
-
-    loaded = load_model("tiny", device="cpu", verbose=False)
-    return loaded.model, loaded.tokenizer
-
-
-@pytest.fixture(scope="module")
-def records():
-    from course_lib.level1 import load_level1_split
-
-    return load_level1_split("train")
 
 
 def _peft_numbers(text: str) -> tuple[int, int, str]:

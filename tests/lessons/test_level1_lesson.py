@@ -13,26 +13,13 @@ from __future__ import annotations
 import re
 
 import pytest
+from _cells import errors as _errors, ran as _ran, tags as _tags
 
 pytestmark = pytest.mark.notebook
 
 LESSON = "level1_basics"
 SOLUTION_CELLS = 5  # 基本1, 基本2, 発展の準備, 発展1, 発展2
 CI_ONLY_NAMES = ("rate_before", "rate_after", "exact[", "loss_summary", "ex_rows[")
-
-
-def _tags(cell) -> list[str]:
-    return cell.get("metadata", {}).get("tags", [])
-
-
-def _ran(cell) -> bool:
-    """papermill executed the cell and it raised nothing."""
-    pm = cell.get("metadata", {}).get("papermill", {})
-    return cell.get("execution_count") is not None and pm.get("status") == "completed" and not pm.get("exception")
-
-
-def _errors(cell) -> list[dict]:
-    return [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
 
 
 def _text(cell) -> str:

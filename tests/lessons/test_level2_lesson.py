@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from _cells import errors as _errors, ran as _ran, tags as _tags
 
 from course_lib.paths import NOTEBOOKS_DIR
 
@@ -28,16 +29,6 @@ VERDICT_WORDS = {"良くなる", "悪くなる", "はっきりした差はない
 BAR_CALL = re.compile(r"\.barplot\(|\.bar\(|\.barh\(|kind=\"bar")
 
 
-def _tags(cell) -> list[str]:
-    return cell.get("metadata", {}).get("tags", [])
-
-
-def _ran(cell) -> bool:
-    """papermill executed the cell and it raised nothing."""
-    pm = cell.get("metadata", {}).get("papermill", {})
-    return cell.get("execution_count") is not None and pm.get("status") == "completed" and not pm.get("exception")
-
-
 def _glued(nb) -> dict[str, str]:
     """Every value the run glued (myst-nb ``glue``), by key, as the text the page shows."""
     out = {}
@@ -48,10 +39,6 @@ def _glued(nb) -> dict[str, str]:
                 text = next((v for k, v in o.get("data", {}).items() if k.endswith("text/plain")), "")
                 out[name] = text.strip("'\"") if isinstance(text, str) else "".join(text).strip("'\"")
     return out
-
-
-def _errors(cell) -> list[dict]:
-    return [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
 
 
 def _solution_indices(nb) -> list[int]:

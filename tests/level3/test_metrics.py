@@ -175,3 +175,54 @@ def test_needs_review_rate_counts_answers_with_unresolved_names(two_questions):
     assert o["n_needs_review"] == 2 and o["needs_review_rate"] == pytest.approx(2 / 6)
     assert "要確認（未知の名前）" in iteration_table({"iter0": o}).columns
     assert "n_needs_review" not in summarise(two_questions, n_boot=50).overall  # a judge that reports none
+
+
+# ----------------------------------------------------------------------------- pinned by hand (mutation check)
+
+OVERALL = {"mean": 0.5, "std": 0.25, "accuracy": 0.25, "accuracy_lo": 0.1, "accuracy_hi": 0.5, "n_correct": 2, "n": 8,
+           "harmful_rate": 0.125, "harmful_lo": 0.02, "harmful_hi": 0.47, "n_harmful": 1, "correct": 2,
+           "partially_correct": 3, "incorrect": 2, "unsafe": 1, "solved": 1, "questions": 2, "n_needs_review": 3,
+           "needs_review_rate": 0.375}
+
+
+def test_iteration_table_cells_pinned():
+    table = iteration_table({"iter1": OVERALL, "iter2": {k: v for k, v in OVERALL.items() if k != "n_needs_review"}},
+                            stage_names={"iter1": "反復1"})
+    assert table.iloc[0].to_dict() == {
+        "段階": "反復1", "平均スコア": "0.500", "正答率（スコア≥0.8）": "25.0% [10.0%, 50.0%] (2/8)",
+        "有害提案率": "12.5% [2.0%, 47.0%] (1/8)", "正解": 2, "部分的に正解": 3, "不正解": 2, "危険": 1,
+        "解けた質問": "1/2", "要確認（未知の名前）": "3/8"}
+    assert table.iloc[1]["段階"] == "iter2"  # a stage without a name keeps its id
+    assert pd.isna(table.iloc[1]["要確認（未知の名前）"])
+    raw = iteration_table({"iter1": OVERALL}, formatted=False)
+    assert raw.iloc[0].to_dict() == {"stage": "iter1", **{k: OVERALL[k] for k in (
+        "mean", "std", "accuracy", "accuracy_lo", "accuracy_hi", "harmful_rate", "harmful_lo", "harmful_hi", "correct",
+        "partially_correct", "incorrect", "unsafe", "solved", "questions", "n", "needs_review_rate")}}
+
+
+def test_improved_and_worsened_rows():
+    before = {"a": (30, 30), "b": (0, 30), "c": (15, 30)}
+    after = {"a": (0, 30), "b": (30, 30), "c": (15, 30)}
+    cmp = compare_stages({("x", "y"): _pair(before, after)}, n_boot=50)[("x", "y")]
+    assert list(cmp.improved()["symptom_id"]) == ["b"] and list(cmp.worsened()["symptom_id"]) == ["a"]
+    assert cmp.per_question.set_index("symptom_id")["change"].to_dict() == {"a": "worsened", "b": "improved",
+                                                                            "c": "unchanged"}
+
+
+def test_stages_are_compared_on_their_shared_questions_only():
+    cmp = compare_stages({("x", "y"): _pair({"a": (30, 30), "b": (0, 30)}, {"b": (30, 30), "c": (0, 30)})},
+                         n_boot=50)[("x", "y")]
+    assert list(cmp.per_question["symptom_id"]) == ["b"]
+    with pytest.raises(ValueError, match="the two stages share no question"):
+        compare_stages({("x", "y"): _pair({"a": (1, 2)}, {"b": (1, 2)})}, n_boot=10)
+
+
+def test_across_seeds_rows_carry_each_seeds_interval():
+    from course_lib.level3.metrics import across_seeds
+
+    pair = {"a": (0, 30), "b": (0, 30), "c": (0, 30)}, {"a": (30, 30), "b": (30, 30), "c": (15, 30)}
+    cmps = compare_stages({7: _pair(*pair), 3: _pair(*pair)}, n_boot=200)
+    rows, _ = across_seeds(cmps)
+    assert list(rows.columns) == ["seed", "mean_diff", "lo", "hi", "verdict"] and list(rows["seed"]) == [3, 7]
+    assert rows.iloc[0]["lo"] == cmps[3].overall.lo and rows.iloc[0]["hi"] == cmps[3].overall.hi
+    assert rows.iloc[0]["mean_diff"] == pytest.approx(2.5 / 3) and rows.iloc[0]["lo"] < rows.iloc[0]["hi"]
