@@ -27,7 +27,10 @@
 # - **前提知識**: [レベル1](level1_basics.ipynb) の LoRA 学習の流れ（学習・生成・アダプターの保存）、
 #   [レベル2](level2_parameters.ipynb) の学習率・エポック数・過学習の考え方、平均と標準偏差（信頼区間や検定は 8.1 節で説明します）
 # - **所要時間**: 計算にかかる時間は、この本を作ったときに測った値が[実行状況](report.md)のページにあります（tiny モデル、CPU）。
-#   Qwen3-0.6B での時間は、このコースではまだ測っていません（GPU が必要です）
+#   Qwen3-0.6B では、同じ形のモデル（重みは乱数）で測った LoRA の学習1ステップ（バッチ 4・259 トークン）が CPU
+#   （Intel Xeon 2コアをほかの作業と共用、float32、2026-11-29 測定）で約150秒なので、このページの学習（2,600〜3,560 ステップ）だけで
+#   107〜146 時間かかります。これに回答の生成（6,000 件、1件最大 192 トークン）が加わります。GPU での時間はまだ測っていません
+# % GPU-NUMBERS(issue #16, level 3): replace the sentence above with the H200 run's estimates (level3_train_s, level3_sampling_s, level3_total_s) and the batch-4 peak memory
 # ```
 #
 # ## この実験の出発点
