@@ -412,6 +412,9 @@ def print_table(report: dict):
           f"torch {report['torch']}, {report['date']}")
     print(f"{'dtype':9} {'measurement':34} {'value':>14}  {'peak MiB':>9}")
     for r in report["runs"]:
+        if "error" in r:
+            print(f"{r['requested']:9} FAILED: {r['error']}")
+            continue
         for t in r["train"]:
             print(f"{r['dtype']:9} {'LoRA step, ' + t['setting']:34} {t['sec_per_step']:>10.3f} s/st  {t['peak_memory_mib']:>9.0f}")
         s = r["sampling"]
@@ -513,8 +516,19 @@ def main(argv=None) -> int:
                                 len(_read_jsonl(LEVEL3["paraphrases_file"])))
     if args.full_step_count:
         report["step_counts"] = counts
+    if args.device == "cuda":
+        report["gpu_memory_gib"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     for name in args.dtype.split(","):
-        run = run_dtype(name.strip(), args, plan, tokenizer, lengths, prompts)
+        try:
+            run = run_dtype(name.strip(), args, plan, tokenizer, lengths, prompts)
+        except Exception as exc:  # record it and go on: one dtype failing must not lose the others' numbers
+            import traceback
+
+            traceback.print_exc()
+            report["runs"].append({"requested": name.strip(), "error": f"{type(exc).__name__}: {exc}"})
+            args.out.write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+            continue
         if args.full_step_count:
             s = run["sampling"]
             # seconds for one of level 3's sampling batches (gen_batch_size answers x max_new_tokens), where that
@@ -525,15 +539,16 @@ def main(argv=None) -> int:
             run["estimates"] = lesson_estimates(counts, {t["batch"]: t["sec_per_step"] for t in run["train"]}, per_batch)
             run["estimates"]["sampling_batch_s"] = per_batch
         report["runs"].append(run)
+        args.out.write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")  # so far
     report["wall_s"] = round(time.perf_counter() - started, 1)
     report["load_average_at_end"] = _loadavg()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     print_table(report)
     print(f"\nwrote {args.out} ({report['wall_s']} s)")
     failed = [k for r in report["runs"] for k, v in r.get("checks", {}).items()
               if v is False and not (report["smoke_test"] and k == "parameters_match_level2")]
-    failed += [f"{r['dtype']} loss not finite" for r in report["runs"] for t in r["train"] if not t["losses_finite"]]
+    failed += [f"{r['dtype']} loss not finite" for r in report["runs"] for t in r.get("train", []) if not t["losses_finite"]]
+    failed += [f"{r['requested']}: {r['error']}" for r in report["runs"] if "error" in r]
     if failed:
         print("FAILED checks:", ", ".join(failed))
         return 1
