@@ -362,6 +362,14 @@ def measure_sampling(model, tokenizer, prompts, batch: int, new_tokens: int, dev
             "peak_memory_mib": round(mem.peak_mb, 1) if device == "cuda" else None}
 
 
+class MeasurementError(RuntimeError):
+    """A measurement failed after others of the same dtype succeeded: ``partial`` keeps those."""
+
+    def __init__(self, partial: dict, what: str, exc: Exception):
+        super().__init__(f"{what}: {type(exc).__name__}: {exc}")
+        self.partial = partial
+
+
 def run_dtype(dtype_name: str, args, plan: dict, tokenizer, lengths: dict, prompts: list[str]) -> dict:
     import torch
 
@@ -392,7 +400,11 @@ def run_dtype(dtype_name: str, args, plan: dict, tokenizer, lengths: dict, promp
         f = result["full_finetune"]
         print(f"  full fine-tuning (float32) batch 8 x {seq[8]} tokens: {f['sec_per_step']:.3f} s/step, "
               f"peak {f['peak_memory_mib']:.0f} MiB", flush=True)
-    result["sampling"] = measure_sampling(model, tokenizer, prompts, plan["gen_batch"], plan["gen_new_tokens"], args.device)
+    try:
+        result["sampling"] = measure_sampling(model, tokenizer, prompts, plan["gen_batch"], plan["gen_new_tokens"],
+                                              args.device)
+    except Exception as exc:  # keep this dtype's training numbers
+        raise MeasurementError(result, "sampling", exc) from exc
     s = result["sampling"]
     print(f"  [{result['dtype']}] sampling batch {s['batch']} x {s['new_tokens']} new tokens: {s['tokens_per_s']} tokens/s, "
           f"{s['seconds']} s", flush=True)
@@ -526,7 +538,8 @@ def main(argv=None) -> int:
             import traceback
 
             traceback.print_exc()
-            report["runs"].append({"requested": name.strip(), "error": f"{type(exc).__name__}: {exc}"})
+            partial = getattr(exc, "partial", {})
+            report["runs"].append({**partial, "requested": name.strip(), "error": f"{type(exc).__name__}: {exc}"})
             args.out.write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
             continue
         if args.full_step_count:
