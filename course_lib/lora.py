@@ -94,6 +94,15 @@ def lora_parameter_table(model, lora_r: int, target_modules: Sequence[str] = ALL
     return table
 
 
+PARAMETER_TABLE_JA = {"module": "層の種類", "in_features": "入力の次元", "out_features": "出力の次元", "layers": "層の数",
+                      "per_layer": "1層あたり", "total": "合計"}
+
+
+def parameter_table_ja(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`lora_parameter_table` as a Japanese page shows it (the code keeps the English column names)."""
+    return table.rename(columns=PARAMETER_TABLE_JA)
+
+
 def base_parameter_count(model) -> int:
     """Parameters of the model without any adapter (shared tensors counted once)."""
     return sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)

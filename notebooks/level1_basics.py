@@ -1224,10 +1224,10 @@ del grown, plain
 
 # %% tags=["hide-cell"]
 # 基本1: lora_r=4 のときの LoRA のパラメータ数
-from course_lib.lora import attach_lora, count_parameters, lora_parameter_count, lora_parameter_table
+from course_lib.lora import attach_lora, count_parameters, lora_parameter_count, lora_parameter_table, parameter_table_ja
 
 ex_base = load_model(loaded.profile, verbose=False).model  # LoRA を付けていない元のモデルを読み込み直す
-display(lora_parameter_table(ex_base, 4))  # 層の種類ごとに r ×（入力 + 出力）、それに層の数をかけたもの
+display(parameter_table_ja(lora_parameter_table(ex_base, 4)))  # 層の種類ごとに r ×（入力 + 出力）、それに層の数をかけたもの
 ex_predicted = lora_parameter_count(ex_base, 4)
 ex_small = attach_lora(ex_base, lora_r=4, lora_alpha=8)  # alpha / r は本文と同じ 2
 ex_trainable, ex_total = count_parameters(ex_small)

@@ -214,10 +214,10 @@ pd.DataFrame({"値": {**{k: (", ".join(v) if isinstance(v, tuple) else v) for k,
 # この追加行列の「幅」で、r を2倍にするとパラメータ数もちょうど2倍になります。まず、学習せずに計算だけで数えてみましょう。
 
 # %%
-from course_lib.lora import lora_parameter_count, lora_parameter_table
+from course_lib.lora import lora_parameter_count, lora_parameter_table, parameter_table_ja
 
 print(f"r=8 のときの内訳（{loaded.label}）")
-lora_parameter_table(model, lora_r=8)
+parameter_table_ja(lora_parameter_table(model, lora_r=8))
 
 # %% [markdown]
 # この計算が、PEFT ライブラリの `print_trainable_parameters()` の表示と一致するか確かめます。
@@ -814,7 +814,7 @@ small_es = run_seeds(sweep, [dict(lora_dropout=0.0, early_stopping_patience=2, n
 drop_view = seed_table(dropout_seeds, "lora_dropout", "val_loss")
 drop_view.insert(1, "学習損失（平均）", seed_table(dropout_seeds, "lora_dropout", "train_loss")["平均"])
 drop_view.insert(2, "検証−学習の差（平均）", seed_table(dropout_seeds, "lora_dropout", "gap")["平均"])
-drop_view.rename(columns={"lora_dropout": "dropout"})
+drop_view.rename(columns={"lora_dropout": "ドロップアウト"})
 
 # %%
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4))
@@ -1127,7 +1127,7 @@ from course_lib.level2.cost import QWEN3_0_6B, qwen3_0_6b_skeleton
 qwen = qwen3_0_6b_skeleton()  # 形だけ（重みなし・ダウンロードなし）
 qwen_table = lora_parameter_table(qwen, lora_r=16)
 print(f"Qwen3-0.6B の全パラメータ: {sum(p.numel() for p in qwen.parameters()):,}")
-qwen_table
+parameter_table_ja(qwen_table)
 
 # %%
 h, m, kv, q = QWEN3_0_6B["hidden_size"], QWEN3_0_6B["intermediate_size"], 8 * 128, 16 * 128

@@ -110,7 +110,7 @@ print(data.references[0]["response"])
 counts = pd.DataFrame({
     "データ": ["質問（症状）", "言い換え", "初回学習データ", "参照回答"],
     "件数": [len(data.symptoms), len(data.paraphrases), len(data.train_initial), len(data.references)],
-    "用途": ["評価", "評価のみ（学習には使わない）", "iteration 0 の学習", "誤答の修正・リプレイ"],
+    "用途": ["評価", "評価のみ（学習には使わない）", "反復0 の学習", "誤答の修正・リプレイ"],
 })
 display(counts.style.hide(axis="index"))
 

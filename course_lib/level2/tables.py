@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 import pandas as pd
 
 COLUMN_LABELS = {
-    "name": "設定", "lora_r": "r", "lora_alpha": "α", "scaling": "α/r", "lora_dropout": "dropout",
+    "name": "設定", "lora_r": "r", "lora_alpha": "α", "scaling": "α/r", "lora_dropout": "ドロップアウト",
     "target_modules": "対象モジュール", "learning_rate": "学習率", "num_train_epochs": "エポック",
     "lr_scheduler_type": "スケジュール",
     "trainable_params": "学習可能パラメータ数", "total_params": "全パラメータ数", "trainable_pct": "割合(%)",

@@ -47,6 +47,9 @@ def training_table(training: pd.DataFrame, config: LoopConfig) -> pd.DataFrame:
     """The per-stage training table (``LoopResult.training``) with Japanese headers and stage names."""
     names = stage_names(config)
     table = training.assign(stage=training["stage"].map(lambda s: names.get(s, s)))
+    for count in ("examples", "corrective", "replay", "failed", "steps"):  # counts, not 30.000
+        if count in table:
+            table[count] = pd.to_numeric(table[count]).round().astype("Int64")
     return table.rename(columns=TRAINING_COLUMNS_JA)
 
 
