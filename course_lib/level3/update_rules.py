@@ -24,6 +24,7 @@ Educational material, not medical advice (医療上の助言ではありませ�
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import random
 import tempfile
@@ -249,6 +250,14 @@ def dpo_rows(tokenizer, pairs: Sequence[dict]) -> list[dict]:
             for p in pairs]
 
 
+def _no_checkpointing(config_class) -> dict:
+    """trl's DPOConfig turns activation checkpointing on by default (it trades time for memory, which
+    the tiny model does not need). Transformers renamed the field: ``activation_checkpointing`` in
+    recent 5.x, ``gradient_checkpointing`` before (5.17 has only that one); name the one that exists."""
+    names = {f.name for f in dataclasses.fields(config_class)}
+    return {"activation_checkpointing": False} if "activation_checkpointing" in names else {"gradient_checkpointing": False}
+
+
 def train_dpo(model, tokenizer, pairs: Sequence[dict], *, beta: float = 0.1, max_steps: int, learning_rate: float,
               per_device_train_batch_size: int = 4, warmup_steps: int = 0, lr_scheduler_type: str = "linear",
               max_length: int = 512, seed: int = 0, callbacks: Sequence = ()) -> DPOResult:
@@ -275,8 +284,8 @@ def train_dpo(model, tokenizer, pairs: Sequence[dict], *, beta: float = 0.1, max
             per_device_train_batch_size=per_device_train_batch_size, gradient_accumulation_steps=1,
             warmup_steps=warmup_steps, lr_scheduler_type=lr_scheduler_type, max_length=max_length,
             seed=seed, data_seed=seed, logging_steps=1, report_to="none", save_strategy="no",
-            activation_checkpointing=False, bf16=param.dtype == torch.bfloat16, disable_tqdm=True,
-            dataloader_num_workers=0, dataloader_pin_memory=param.device.type == "cuda", dataset_num_proc=None)
+            bf16=param.dtype == torch.bfloat16, disable_tqdm=True, dataloader_num_workers=0,
+            dataloader_pin_memory=param.device.type == "cuda", dataset_num_proc=None, **_no_checkpointing(DPOConfig))
         trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(dpo_rows(tokenizer, pairs)),
                              processing_class=tokenizer, callbacks=list(callbacks))
         trainer.remove_callback(PrinterCallback)
