@@ -29,8 +29,9 @@
 # - **所要時間**: 計算にかかる時間は、この本を作ったときに測った値が[実行状況](report.md)のページにあります（tiny モデル、CPU）。
 #   Qwen3-0.6B では、同じ形のモデル（重みは乱数）で測った LoRA の学習1ステップ（バッチ 4・259 トークン）が CPU
 #   （Intel Xeon 2コアをほかの作業と共用、float32、2026-11-29 測定）で約150秒なので、このページの学習（2,600〜3,560 ステップ）だけで
-#   107〜146 時間かかります。これに回答の生成（6,000 件、1件最大 192 トークン）が加わります。GPU での時間はまだ測っていません
-# % GPU-NUMBERS(issue #16, level 3): replace the sentence above with the H200 run's estimates (level3_train_s, level3_sampling_s, level3_total_s) and the batch-4 peak memory
+#   107〜146 時間かかります。これに回答の生成（6,000 件、1件最大 192 トークン）が加わります。
+#   NVIDIA H200（bfloat16、2026-11-30 測定）では、学習1ステップが 0.21 秒（ピークメモリ 5,513 MiB）、生成がバッチ 64 で毎秒 722 トークンだったので、
+#   ステップ数と生成件数から計算すると、学習は 9〜13 分、生成は約 28 分です
 # ```
 #
 # ## この実験の出発点
@@ -201,13 +202,26 @@ print("費用の目安:", "無料（rubric）" if budget["est_usd"] == 0 else
 # 各段階の結果（設定、アダプター、生成文、採点、指標）は `runs/level3/<設定のハッシュ>/` に段階ごとに保存されます。
 # 途中で止まっても、もう一度実行すれば終わった段階は読み込むだけで、採点済みの回答を採点し直すこともありません。
 # 設定を変えると別のフォルダになります。
+#
+# このページでは、このループのほかに、8.2 節で使うリプレイなしのループと、8.3 節で使う学習シード違いのループも回します。
+# どれも互いに独立なので、`run_loops` が2つの **ワーカープロセス**（worker process）に分けて同時に計算し、結果を同じように保存します。
+# 学習前と反復0 が同じになる実行どうしは、その段階を一度だけ計算して共有します。
+# tiny モデルは1つの CPU コアで動くので、2コアのマシンなら2つの実行を同時に進められます。
+# Qwen3-0.6B や OpenAI の採点者のときは、`run_loops` は設定を1つずつ順に `run_loop` に渡します。
 
 # %%
-from course_lib.level3.loop import run_loop
+from dataclasses import replace
+
+from course_lib.level3.parallel import run_loops
 from course_lib.level3.tables import stage_names, training_table
 from course_lib.paths import display_path
 
-result = run_loop(config, loaded, grader)
+other_ratio = 0.0 if config.replay_ratio > 0 else 0.5  # 8.2 節: リプレイあり・なしを比べる相手
+seed_configs = ([replace(config, seed=config.seed + extra) for extra in range(1, training_seeds)]
+                if not quick and config.replay_ratio > 0 and config.control else [])  # 8.3 節: 学習シード違い
+planned = [config, *seed_configs, replace(config, replay_ratio=other_ratio, control=False)]
+planned_results = run_loops(planned, loaded, grader)
+result = planned_results[0]
 
 
 def state_ja(state: str) -> str:
@@ -546,12 +560,9 @@ if "control" in result.stages:
 # 学習前と反復0 はリプレイの設定に関係しないので、保存済みの結果がそのまま使われ、再計算も再採点もされません。
 
 # %%
-from dataclasses import replace
-
 from course_lib.level3.metrics import compare_stages
 
-other_ratio = 0.0 if config.replay_ratio > 0 else 0.5
-other = run_loop(replace(config, replay_ratio=other_ratio, control=False), loaded, grader)
+other = planned_results[-1]  # 4 章で一緒に計算した、リプレイの設定だけが違うループ
 with_replay, without_replay = (result, other) if config.replay_ratio > 0 else (other, result)
 no_replay = other if config.replay_ratio > 0 else None  # the comparison run, when this page's run has replay
 
@@ -598,10 +609,8 @@ display(pd.DataFrame(changed).style.hide(axis="index") if changed else Markdown(
 # %%
 from course_lib.level3.metrics import across_seeds
 
-seed_results = {config.seed: with_replay}
-if not quick and training_seeds > 1 and "control" in with_replay.stages:
-    for extra in range(1, training_seeds):
-        seed_results[config.seed + extra] = run_loop(replace(config, seed=config.seed + extra), loaded, grader)
+# 4 章で一緒に計算した、学習シードだけが違うループ（quick ではなし）
+seed_results = {config.seed: with_replay} | {c.seed: r for c, r in zip(seed_configs, planned_results[1:-1])}
 last = config.iteration_stages[-1]
 seed_comparisons = compare_stages({s: (r.summaries[(last, "original")], r.summaries[("control", "original")])
                                    for s, r in seed_results.items() if "control" in r.stages}, seed=config.seed)
@@ -948,6 +957,8 @@ display(pd.DataFrame(ex_sizes).style.hide(axis="index"))
 # 次のコードで確かめられます（tiny モデル・CPU で数分。N やシードを変えたときも同じく、ループ全体が計算し直されます）。
 #
 # ~~~python
+# from course_lib.level3.loop import run_loop
+#
 # loose = run_loop(replace(config, pass_accuracy=0.5), loaded, grader)
 # loose_cmp = compare_stages({(a, b): (loose.summaries[(a, "original")], loose.summaries[(b, "original")])
 #                             for a, b in loose.stage_pairs()})
@@ -961,3 +972,9 @@ display(pd.DataFrame(ex_sizes).style.hide(axis="index"))
 # - 反復の効果は、信頼区間と対照（同じ計算量の通常 SFT）と並べて初めて判断できます。
 # - 言い換えでの評価と採点者の信頼性の確認は、「本当に良くなったのか」を問うための道具です。
 # - 結果は段階ごとにディスクに保存され、中断しても採点費用を二重に払わずに再開できます。
+
+# %% tags=["remove-cell"]
+# 実行状況ページの「時間の内訳」のために、学習・生成・採点などにかかった秒数をファイルに書き出します。
+from course_lib.timing import write_breakdown
+
+write_breakdown("level3_loop")
