@@ -148,10 +148,60 @@ def arm_training_table(results: Mapping[tuple[str, int], LoopResult]) -> pd.Data
                          "自己生成の回答": t.get("n_self", 0), "参照回答": t.get("n_corrective", 0),
                          "リプレイ": t.get("n_replay", 0), "選好ペア": t.get("n_pairs", 0),
                          "β": t.get("dpo_beta") if rule == "dpo" else None,
+                         "DPO の学習率": t.get("dpo_learning_rate") if rule == "dpo" else None,
                          "ステップ数": t.get("steps"), "予算（修正SFTのステップ数）": t.get("budget", t.get("steps")),
                          "スキップ": t.get("skipped", "")})
     return pd.DataFrame(rows)
 
 
-__all__ = ["RULES", "RULE_JA", "arm_config", "run_arms", "last_iteration", "ArmComparison", "compare_arms",
+# --------------------------------------------------------------------------- figures
+
+
+def plot_arm_accuracy(summary: pd.DataFrame, ax=None):
+    """Accuracy of each arm's last iteration (and the control), one point per training seed,
+    with its question-level 95% interval (``summary``: :func:`arm_summary`)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 4))
+    arms = [a for a in (*RULES, CONTROL) if a in set(summary["arm"])]
+    seeds = sorted(summary["seed"].unique())
+    width = 0.6 / max(1, len(seeds))
+    for j, seed in enumerate(seeds):
+        part = summary[summary["seed"] == seed].set_index("arm").reindex(arms)
+        x = np.arange(len(arms)) - 0.3 + width * (j + 0.5)
+        y = part["accuracy"].to_numpy(dtype=float)
+        err = np.vstack([y - part["accuracy_lo"].to_numpy(dtype=float), part["accuracy_hi"].to_numpy(dtype=float) - y])
+        ax.errorbar(x, y, yerr=err, fmt="o", capsize=4, label=f"学習シード {seed}")
+    ax.set_xticks(range(len(arms)), [RULE_JA[a].replace("（", "\n（") for a in arms])
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_ylabel("正答率（スコア0.8以上）")
+    ax.set_title("最後の反復の正答率と95%信頼区間（元の15問、質問単位）")
+    ax.legend(loc="best", fontsize=9)
+    return ax
+
+
+def plot_arm_differences(comparison: ArmComparison, ax=None):
+    """Paired differences (arm − reference) per seed with their 95% intervals; 0 = no difference."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    d = comparison.per_seed
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 0.6 * max(3, len(d)) + 1))
+    labels = [f"{RULE_JA[r].split('（')[0]} − {RULE_JA[a].split('（')[0]}（シード{s}）"
+              for r, a, s in zip(d["rule"], d["against"], d["seed"])]
+    y = np.arange(len(d))[::-1]
+    m = d["mean_diff"].to_numpy(dtype=float)
+    err = np.vstack([m - d["lo"].to_numpy(dtype=float), d["hi"].to_numpy(dtype=float) - m])
+    ax.errorbar(m, y, xerr=err, fmt="o", capsize=4, color="#1f77b4")
+    ax.axvline(0, color="gray", lw=1, ls="--")
+    ax.set_yticks(y, labels)
+    ax.set_xlabel("正答率の差（質問ごとの差の平均、95%区間）")
+    ax.set_title("更新ルールどうしの対応のある比較")
+    return ax
+
+
+__all__ = ["plot_arm_accuracy", "plot_arm_differences", "RULES", "RULE_JA", "arm_config", "run_arms", "last_iteration", "ArmComparison", "compare_arms",
            "arm_summary", "arm_training_table"]

@@ -186,14 +186,14 @@ class LoopStages:
         write_jsonl(sd.file("train_data.jsonl"), [])  # no SFT example: DPO learns from pairs.jsonl
         info.update({"n_pairs": len(pairs), "n_self": sum(p["chosen_source"] == "self" for p in pairs),
                      "n_corrective": sum(p["chosen_source"] == "reference" for p in pairs),
-                     "dpo_beta": self.config.dpo_beta})
+                     "dpo_beta": self.config.dpo_beta, "dpo_learning_rate": self.config.dpo_learning_rate})
         if not pairs:
             return self._skip(sd, model, info, "no preference pair (no unsafe or incorrect answer)")
         return self._train_dpo(sd, model, pairs, info, budget)
 
     def _train_dpo(self, sd: StageDir, model, pairs: list[dict], info: dict, budget: int):
         c = self.config
-        res = train_dpo(model, self.tok, pairs, beta=c.dpo_beta, max_steps=budget, learning_rate=c.learning_rate,
+        res = train_dpo(model, self.tok, pairs, beta=c.dpo_beta, max_steps=budget, learning_rate=c.dpo_learning_rate,
                         per_device_train_batch_size=c.per_device_train_batch_size,
                         warmup_steps=int(round(c.warmup_ratio * budget)), lr_scheduler_type=c.lr_scheduler_type,
                         max_length=c.max_length, seed=c.seed,

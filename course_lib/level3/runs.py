@@ -52,11 +52,12 @@ EVAL_FIELDS = ("n_samples", "n_paraphrase", "temperature", "top_p", "max_new_tok
 TRAIN_FIELDS = ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "learning_rate",
                 "per_device_train_batch_size", "max_length", "warmup_ratio", "lr_scheduler_type", "epochs_initial")
 # update_rule and its knobs: arms differ from iteration 1 on, so they share baseline and iter0
-ITER_FIELDS = ("epochs_iter", "pass_accuracy", "replay_ratio", "update_rule", "self_distill_k", "dpo_beta")
+ITER_FIELDS = ("epochs_iter", "pass_accuracy", "replay_ratio", "update_rule", "self_distill_k", "dpo_beta",
+               "dpo_learning_rate")
 # An update rule's knobs count only for the rule that reads them, and the corrective rule (the default, the
 # loop as it was before the rules existed) hashes without any: its run folders and stages keep their names.
-RULE_FIELDS = {"corrective": (), "self_distill": ("self_distill_k",), "dpo": ("dpo_beta",)}
-_ALL_RULE_FIELDS = ("update_rule", "self_distill_k", "dpo_beta")
+RULE_FIELDS = {"corrective": (), "self_distill": ("self_distill_k",), "dpo": ("dpo_beta", "dpo_learning_rate")}
+_ALL_RULE_FIELDS = ("update_rule", "self_distill_k", "dpo_beta", "dpo_learning_rate")
 
 
 def hashed_config(config: LoopConfig) -> dict:

@@ -151,7 +151,10 @@ def test_update_rule_is_validated_and_changes_only_the_iterations():
     sd = replace(base, update_rule="self_distill")
     assert R.stage_fingerprints(replace(sd, self_distill_k=3), ident)["iter1"] != R.stage_fingerprints(sd, ident)["iter1"]
     assert R.stage_fingerprints(replace(sd, dpo_beta=0.5), ident) == R.stage_fingerprints(sd, ident)
-    assert R.stage_fingerprints(replace(base, dpo_beta=0.5, self_distill_k=5), ident) == fp
+    assert R.stage_fingerprints(replace(base, dpo_beta=0.5, self_distill_k=5, dpo_learning_rate=1e-3), ident) == fp
+    dpo = replace(base, update_rule="dpo")
+    assert R.stage_fingerprints(replace(dpo, dpo_learning_rate=1e-3), ident)["iter1"] != R.stage_fingerprints(dpo, ident)["iter1"]
+    assert C.LoopConfig.for_profile("tiny").dpo_learning_rate < C.LoopConfig.for_profile("tiny").learning_rate
     assert "update_rule" not in R.hashed_config(base)
 
 
