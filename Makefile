@@ -49,7 +49,8 @@ nbval: $(STAMP)
 	$(PY) -m pytest --nbval-lax notebooks/
 
 # Mutation check (slow; not part of `make test`): mutmut changes one thing at a time in the modules of
-# [tool.mutmut] (pyproject.toml) and runs the fast unit tests that reach it; then the kill rate per module.
+# [tool.mutmut] (pyproject.toml) and runs the fast unit tests that reach it; then the kill rate per module,
+# then tests/hand_mutations.py (issue 19's one-line bugs in what mutmut skips).
 # One module: make mutation MUTANTS='course_lib.level3.metrics.*'   Survivors: .venv/bin/mutmut results
 MUTANTS ?=
 MUTATION_JOBS ?= 1
@@ -58,6 +59,8 @@ mutation: $(STAMP)
 	@$(VENV)/bin/mutmut results --all | sed -E 's/^ *([A-Za-z0-9_.]+)\.x[^:]*: (.*)$$/\1 \2/' | awk \
 	  '$$2 != "not" && $$2 != "skipped" {n[$$1]++; if ($$2 == "killed" || $$2 == "timeout") k[$$1]++} \
 	   END {for (m in n) printf "%-40s %4d/%-4d killed  %5.1f%%\n", m, k[m], n[m], 100 * k[m] / n[m]}' | sort
+	# what mutmut cannot mutate (decorated functions such as generate.sample_answers): issue 19's bugs, by hand
+	nice -n 10 $(PY) tests/hand_mutations.py
 
 clean:
 	rm -rf _build book/executed

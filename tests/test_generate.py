@@ -13,6 +13,8 @@ import math
 
 import pytest
 import torch
+from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from course_lib.generate import answer, sample_answers
 from course_lib.sft import chat_prompt
@@ -24,18 +26,16 @@ P_SUCCESSOR = math.exp(STRENGTH) / (math.exp(STRENGTH) + len(CHAIN) - 1)  # ≈ 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    """The course's own byte-level BPE tokenizer and ChatML template, trained in about a second."""
+    """The course's own byte-level BPE tokenizer and ChatML template, trained on a little of its text (a blink)."""
     from course_lib.tiny_model import read_corpus, train_tokenizer
 
-    return train_tokenizer(read_corpus(), vocab_size=600)
+    return train_tokenizer(read_corpus()[:40], vocab_size=600)
 
 
-def known_next_model(tokenizer):
-    from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
-    from transformers.modeling_outputs import CausalLMOutputWithPast
-
-    chain = [tokenizer.convert_tokens_to_ids(c) for c in CHAIN]
-    assert all(tokenizer(c, add_special_tokens=False)["input_ids"] == [i] for c, i in zip(CHAIN, chain))
+def known_next_model(tokenizer, letters: str = CHAIN):
+    chain = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in letters]
+    assert all(len(ids) == 1 for ids in chain), "each letter must be one token"
+    chain = [ids[0] for ids in chain]
 
     class KnownNextConfig(PretrainedConfig):
         model_type = "known-next"
@@ -85,6 +85,12 @@ def test_greedy_returns_exactly_the_new_tokens(model, tokenizer):
     # the first generated token is kept, the prompt is not returned, nothing is cut
     assert out == [["abcdef"], ["abcdef"]]
     assert answer(model, tokenizer, "頭が痛いです", max_new_tokens=4) == "abcd"
+
+
+def test_an_answer_is_returned_without_surrounding_white_space(tokenizer):
+    spaced = known_next_model(tokenizer, " ab\n")  # writes " ab\n", then again from the space
+    assert greedy(["質問"], spaced, tokenizer, max_new_tokens=4) == [["ab"]]
+    assert greedy(["質問"], spaced, tokenizer, max_new_tokens=7) == [["ab\n ab"]]  # inner white space is kept
 
 
 @pytest.mark.parametrize("max_new_tokens", [1, 3, 11])

@@ -13,6 +13,8 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
+# imported here, not first inside the loop: a mutation run forks every test from an already warm process
+from transformers import TrainerCallback  # noqa: F401
 
 from course_lib.level3 import config as C, runs as R
 
@@ -322,3 +324,13 @@ def test_a_copied_stage_reports_solved_questions_with_this_runs_pass_accuracy(fa
     result = fake_loop.run(tmp_path, ScoringJudge(), replace(config, pass_accuracy=0.7))
     solved = result.per_question().query("stage == 'baseline'").set_index("symptom_id")["solved"]
     assert solved["s2"]  # 3 of 4 correct passes a 0.7 bar
+
+
+def test_each_iteration_draws_its_replay_with_its_own_seed(fake_loop, tmp_path):
+    import random
+
+    result = fake_loop.run(tmp_path, ScoringJudge())
+    # iter2: s1 and s2 pass after iter1, replay_ratio 0.5 replays one of them, drawn with seed + 2
+    assert result.stage_info["iter2"]["passed"] == ["s1", "s2"]
+    assert result.stage_info["iter2"]["replayed"] == random.Random(FAKE_CONFIG.seed + 2).sample(["s1", "s2"], 1) == ["s1"]
+    assert random.Random(FAKE_CONFIG.seed).sample(["s1", "s2"], 1) == ["s2"]  # the run's seed alone would pick s2
