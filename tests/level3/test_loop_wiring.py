@@ -334,3 +334,23 @@ def test_each_iteration_draws_its_replay_with_its_own_seed(fake_loop, tmp_path):
     assert result.stage_info["iter2"]["passed"] == ["s1", "s2"]
     assert result.stage_info["iter2"]["replayed"] == random.Random(FAKE_CONFIG.seed + 2).sample(["s1", "s2"], 1) == ["s1"]
     assert random.Random(FAKE_CONFIG.seed).sample(["s1", "s2"], 1) == ["s2"]  # the run's seed alone would pick s2
+
+
+def test_union_records_keep_the_symptom_and_drop_the_rest():
+    from course_lib.level3.selection import union_records
+
+    a = [{"symptom_id": "s1", "prompt": "p", "response": "r", "source": "corrective"}]
+    b = [{"symptom_id": "s2", "prompt": "p", "response": "r"}, {"prompt": "q", "response": "r", "source": "replay"}]
+    assert union_records([a, b]) == [{"symptom_id": "s1", "prompt": "p", "response": "r"},
+                                     {"symptom_id": None, "prompt": "q", "response": "r"}]
+
+
+def test_the_replay_draw_defaults_to_seed_zero():
+    import random
+
+    from course_lib.level3.selection import build_iteration_data
+
+    per_q = pd.DataFrame({"symptom_id": SYMPTOMS, "accuracy": [1.0] * 4, "unsafe": [0] * 4})
+    it = build_iteration_data(per_q, fake_data(), replay_ratio=0.5)
+    assert it.replayed == sorted(random.Random(0).sample(SYMPTOMS, 2)) == ["s2", "s4"]
+    assert build_iteration_data(per_q, fake_data(), replay_ratio=0.5, seed=1).replayed != it.replayed
