@@ -209,3 +209,9 @@ ex_table
 assert isinstance(reply, str), "生成の結果は文字列のはず"
 assert (lengths["トークン数"] > 0).all() and (ex_table["トークン数"] > 0).all(), "どの文も1つ以上のトークンになるはず"
 assert ex_table.loc["ひらがなだけ", "トークン数"] > ex_table.loc["漢字かな交じり", "トークン数"], "解説のとおり、ひらがなだけのほうがトークンが多いはず"
+
+# %% tags=["remove-cell"]
+# 実行状況ページの「時間の内訳」のために、学習・生成・採点などにかかった秒数をファイルに書き出します。
+from course_lib.timing import write_breakdown
+
+write_breakdown("level0_setup")

@@ -1484,3 +1484,9 @@ if TINY:
     # 実験5：ドロップアウト
     assert d.loc[top, "train_loss"] > d.loc[0.0, "train_loss"], "ドロップアウトを入れると学習データへの当てはまりは弱まる"
     assert d.loc[top, "gap"] < d.loc[0.0, "gap"], "その分、学習と検証の差（過学習の度合い）は縮む"
+
+# %% tags=["remove-cell"]
+# 実行状況ページの「時間の内訳」のために、学習・生成・採点などにかかった秒数をファイルに書き出します。
+from course_lib.timing import write_breakdown
+
+write_breakdown("level2_parameters")

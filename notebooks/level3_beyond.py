@@ -26,7 +26,7 @@
 #   同じステップ数・同じ評価方法で、どれが良いかを **対応のある比較（paired comparison）** で判断できるようになる
 # - **前提知識**: [レベル3](level3_loop.ipynb) のループ（段階、合格・不合格、リプレイ、対照、信頼区間と Holm 補正）
 # - **所要時間**: 計算にかかる時間は、この本を作ったときに測った値が[実行状況](report.md)のページにあります（tiny モデル、CPU）。
-#   Qwen3-0.6B での時間は、このコースではまだ測っていません（GPU が必要です）
+#   Qwen3-0.6B と同じ形のモデルで測った SFT の時間は[レベル3](level3_loop.ipynb)の冒頭にあります。DPO の1ステップの時間は、Qwen3-0.6B の大きさではまだ測っていません
 # ```
 #
 # [元になった実験](../original_experiment.md)のループは、誤答だった質問を **人が書いた参照回答** で学習し直しました。
@@ -184,7 +184,7 @@ else:
 # 1度だけ計算してほかのルールにコピーします。対照は修正 SFT の実行にだけ付けます。
 # 実行の順番は自由に差し替えられます（`runner=`）。ここでは、レベル3と同じ `run_loops` に渡して、
 # tiny モデルなら2つのワーカープロセスで同時に計算します。
-# `quick=True`（公開している本のページと CI）では、時間を抑えるために反復は1回だけで、対照とは比べません。
+# `quick=True`（CI で使う短縮版）では、時間を抑えるために反復は1回だけで、対照とは比べません。
 
 # %%
 from course_lib.level3.arms import (RULE_JA, RULES, arm_summary, arm_training_table, compare_arms, plot_arm_accuracy,
@@ -487,3 +487,9 @@ glue("lb_minutes", f"{(time.perf_counter() - t_start) / 60:.1f}", display=False)
 # - 1つの学習シードでの差は、そのシードのモデルについての差です。判定は、3つ以上の学習シードで同じ結果になったときだけにします。
 #
 # このページの実行にかかった時間は約 {glue:text}`lb_minutes` 分です（tiny モデルなら CPU、保存済みの段階は読み込みだけ）。
+
+# %% tags=["remove-cell"]
+# 実行状況ページの「時間の内訳」のために、学習・生成・採点などにかかった秒数をファイルに書き出します。
+from course_lib.timing import write_breakdown
+
+write_breakdown("level3_beyond")
