@@ -25,7 +25,8 @@ CHANGED = {"n_samples": 31, "n_paraphrase": 11, "temperature": 0.5, "top_p": 0.8
            "gen_batch_size": 32, "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.1, "target_modules": ("q_proj",),
            "learning_rate": 1e-3, "per_device_train_batch_size": 2, "max_length": 256, "warmup_ratio": 0.1,
            "lr_scheduler_type": "cosine", "epochs_initial": 50.0, "epochs_iter": 10.0, "pass_accuracy": 0.6,
-           "replay_ratio": 0.25, "update_rule": "self_distill", "self_distill_k": 3, "dpo_beta": 0.2, "seed": 1}
+           "replay_ratio": 0.25, "update_rule": "self_distill", "self_distill_k": 3, "dpo_beta": 0.2,
+           "dpo_learning_rate": 1e-4, "seed": 1}
 # The first stage each setting can change: it and every later stage must get a new fingerprint.
 FIRST_STAGE = {**{k: "baseline" for k in ("n_samples", "n_paraphrase", "temperature", "top_p", "max_new_tokens",
                                           "gen_batch_size", "seed")},
@@ -33,9 +34,9 @@ FIRST_STAGE = {**{k: "baseline" for k in ("n_samples", "n_paraphrase", "temperat
                                        "per_device_train_batch_size", "max_length", "warmup_ratio",
                                        "lr_scheduler_type", "epochs_initial")},
                **{k: "iter1" for k in ("epochs_iter", "pass_accuracy", "replay_ratio", "update_rule", "self_distill_k",
-                                       "dpo_beta")}}
+                                       "dpo_beta", "dpo_learning_rate")}}
 # An update rule's own knob is compared under that rule (the default rule reads neither knob).
-RULE_OF = {"self_distill_k": "self_distill", "dpo_beta": "dpo"}
+RULE_OF = {"self_distill_k": "self_distill", "dpo_beta": "dpo", "dpo_learning_rate": "dpo"}
 
 
 def test_every_setting_is_listed_here():
