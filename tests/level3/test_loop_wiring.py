@@ -355,3 +355,19 @@ def test_the_replay_draw_defaults_to_seed_zero():
     it = build_iteration_data(per_q, fake_data(), replay_ratio=0.5)
     assert it.replayed == sorted(random.Random(0).sample(SYMPTOMS, 2)) == ["s2", "s4"]
     assert build_iteration_data(per_q, fake_data(), replay_ratio=0.5, seed=1).replayed != it.replayed
+
+
+def test_a_replayed_question_weighs_as_much_as_its_references():
+    from course_lib.level3.data import LoopData
+    from course_lib.level3.selection import build_iteration_data
+
+    data = fake_data()
+    # s1 has one reference, s2 none: replay gives one train_initial example each (never none)
+    refs = [r for r in data.references if r["symptom_id"] not in ("s1", "s2")] + [dict(data.references[0])]
+    assert sum(r["symptom_id"] == "s1" for r in refs) == 1
+    data = LoopData(data.symptoms, data.paraphrases, data.train_initial, refs)
+    per_q = pd.DataFrame({"symptom_id": SYMPTOMS, "accuracy": [1.0, 1.0, 0.0, 0.0], "unsafe": [0] * 4})
+    it = build_iteration_data(per_q, data, replay_ratio=1.0)
+    assert it.replayed == ["s1", "s2"] and it.failed == ["s3", "s4"]
+    assert sorted(r["symptom_id"] for r in it.replay) == ["s1", "s2"]
+    assert len(it.corrective) == 4
