@@ -9,6 +9,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
+from ..timing import timed_function
 from .data import load_symptoms
 from .judge.schema import ACCURACY_THRESHOLD
 from .runs import LoopResult
@@ -43,6 +44,7 @@ def _ax(ax, size=(8, 4)):
     return ax
 
 
+@timed_function("plot")
 def plot_score_distribution(result: LoopResult, split: str = "original", ax=None):
     """Distribution of overall_score per stage (violins), with the 0.8 threshold."""
     import seaborn as sns
@@ -62,6 +64,7 @@ def plot_score_distribution(result: LoopResult, split: str = "original", ax=None
     return ax
 
 
+@timed_function("plot")
 def plot_question_heatmap(result: LoopResult, split: str = "original", value: str = "mean", ax=None):
     """Per-question mean score (or accuracy) across stages."""
     import seaborn as sns
@@ -82,6 +85,7 @@ def plot_question_heatmap(result: LoopResult, split: str = "original", value: st
     return ax
 
 
+@timed_function("plot")
 def plot_accuracy(result: LoopResult, ax=None, extra: Mapping[str, LoopResult] | None = None):
     """Accuracy per stage with 95% bootstrap intervals, originals and paraphrases.
 
@@ -116,6 +120,7 @@ def plot_accuracy(result: LoopResult, ax=None, extra: Mapping[str, LoopResult] |
     return ax
 
 
+@timed_function("plot")
 def plot_paraphrase_gap(result: LoopResult, stage: str | None = None, ax=None):
     """Per question: mean score on the original wording (x) vs on its paraphrases (y)."""
     import seaborn as sns
@@ -141,6 +146,7 @@ def plot_paraphrase_gap(result: LoopResult, stage: str | None = None, ax=None):
     return ax
 
 
+@timed_function("plot")
 def plot_loop_vs_control(result: LoopResult, ax=None):
     """The last loop iteration against the same-compute control: accuracy with intervals."""
     ax = _ax(ax, (7, 4))
@@ -166,6 +172,7 @@ def plot_loop_vs_control(result: LoopResult, ax=None):
     return ax
 
 
+@timed_function("plot")
 def plot_training_loss(result: LoopResult, ax=None):
     """Training loss of every training stage, on one step axis per stage."""
     import seaborn as sns
