@@ -266,6 +266,15 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# この節の表とグラフは、実行レポート（コースの[実行状況](report.md)のページ）にも書き出します。
+
+# %%
+from course_lib.level3.report import write_arms_report
+
+arms_report = write_arms_report(arms, comparison, notebook_seconds=time.perf_counter() - t_start)
+print("書き出したファイル:", ", ".join(p.name for p in arms_report.values()))
+
+# %% [markdown]
 # ### 5.2 DPO の学習で何が起きたか
 #
 # DPO の損失と、選ばれた回答と退けられた回答の「報酬」の差（`rewards/margins`、$\beta$ × 対数確率比の差）を、ステップごとに見ます。

@@ -17,7 +17,7 @@ from .. import paths
 from ..data import json_default, write_json, write_text_atomic
 from ..profiles import LABELS
 from .config import CONTROL
-from .tables import comparison_table, stage_names
+from .tables import VERDICT_JA, comparison_table, stage_names
 from .plots import (
     plot_accuracy, plot_loop_vs_control, plot_paraphrase_gap, plot_question_heatmap, plot_score_distribution,
 )
@@ -146,5 +146,71 @@ def write_level3_report(result: LoopResult, out_dir: Path | str | None = None, n
     for key, path in plots.items():
         lines += [f"![{captions[key]}]({path.name})", ""]
     md = out / f"{REPORT_STEM}.md"
+    write_text_atomic(md, "\n".join(lines))
+    return {"markdown": md, "json": js, **plots}
+
+
+ARMS_REPORT_STEM = "level3_beyond_report"
+ARMS_PLOTS = {"accuracy": "level3_arms_accuracy.png", "differences": "level3_arms_differences.png"}
+
+
+def _save_figure(draw, path: Path, size) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=size)
+    draw(ax)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def write_arms_report(arms: Mapping, comparison, out_dir: Path | str | None = None,
+                      notebook_seconds: float | None = None) -> dict[str, Path]:
+    """The update-rule arms' section of the execution report (``level3_beyond_report.md``, its JSON
+    and two figures): each arm's last iteration per seed, the paired differences per seed and the
+    verdict across seeds. ``arms``: :func:`.arms.run_arms`; ``comparison``: :func:`.arms.compare_arms`."""
+    from .arms import RULE_JA, arm_summary, plot_arm_accuracy, plot_arm_differences
+
+    first = next(iter(arms.values()))
+    out = Path(out_dir) if out_dir is not None else report_dir(first)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = arm_summary(arms)
+    plots = {"accuracy": _save_figure(lambda ax: plot_arm_accuracy(summary, ax=ax), out / ARMS_PLOTS["accuracy"], (8, 4)),
+             "differences": _save_figure(lambda ax: plot_arm_differences(comparison, ax=ax), out / ARMS_PLOTS["differences"],
+                                         (8, 0.6 * max(3, len(comparison.per_seed)) + 1))}
+    table = pd.DataFrame({
+        "更新ルール": summary["arm"].map(RULE_JA), "学習シード": summary["seed"],
+        "段階": summary["stage"].map(lambda s: stage_names(first.config).get(s, s)),
+        "正答率（95%区間）": [f"{a:.1%} [{lo:.1%}, {hi:.1%}]" for a, lo, hi in
+                        zip(summary["accuracy"], summary["accuracy_lo"], summary["accuracy_hi"])],
+        "有害提案率（95%区間）": [f"{a:.1%} [{lo:.1%}, {hi:.1%}]" for a, lo, hi in
+                           zip(summary["harmful_rate"], summary["harmful_lo"], summary["harmful_hi"])],
+        "言い換えの正答率": [f"{x:.1%}" for x in summary["paraphrase_accuracy"]],
+        "一般文のパープレキシティ": [f"{x:,.1f}" for x in summary["perplexity"]]})
+    across = comparison.across
+    across_table = pd.DataFrame({
+        "更新ルール": across["rule"].map(RULE_JA), "比べる相手": across["against"].map(RULE_JA), "シード数": across["seeds"],
+        "差の平均": [f"{x:+.1%}" for x in across["mean_diff"]],
+        "シードをまたいだ判定": [VERDICT_JA[v] if v else "（3シード未満のため判定しない）" for v in across["verdict"]]})
+    payload = {"summary": summary.to_dict(orient="records"), "per_seed": comparison.per_seed.to_dict(orient="records"),
+               "across": across.to_dict(orient="records"), "config": first.config.to_dict(),
+               "model": first.identity.get("model", {}), "judge": first.identity.get("judge", {}),
+               "notebook_seconds": notebook_seconds, "plots": {k: p.name for k, p in plots.items()}}
+    js = write_json(out / f"{ARMS_REPORT_STEM}.json", json.loads(json.dumps(payload, default=json_default)))
+    model = first.identity.get("model", {})
+    lines = ["## レベル3の先へ：更新ルールの比較", "", f"> {DISCLAIMER}", "",
+             f"- モデル: `{LABELS.get(model.get('profile'), model.get('label'))}`"
+             + ("。コース内蔵の小さなモデルの結果で、Qwen3-0.6B の結果ではありません。" if model.get("profile") == "tiny" else ""),
+             f"- 採点者: `{first.identity.get('judge', {}).get('name', '?')}`、N = {first.config.n_samples}、"
+             f"反復 {first.config.iterations} 回、学習シード {sorted({s for _, s in arms})}", "",
+             "### 各ルールの最後の反復（元の質問、質問単位の95%区間）", "", _md_table(table), "",
+             "### 対応のある比較（ルール − 比べる相手、Holm 補正はページで1回）", "", _md_table(comparison.table()), "",
+             "### 学習シードをまたいだ判定", "", _md_table(across_table), "",
+             "![各ルールの正答率](" + plots["accuracy"].name + ")", "",
+             "![更新ルールどうしの差](" + plots["differences"].name + ")", ""]
+    md = out / f"{ARMS_REPORT_STEM}.md"
     write_text_atomic(md, "\n".join(lines))
     return {"markdown": md, "json": js, **plots}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -56,3 +57,17 @@ def test_level3_beyond_training_table_spends_the_same_steps(executed_lesson):
     text = _text(nb)
     assert "すべての反復で、ステップ数は予算（修正 SFT のステップ数）と同じです。" in text
     assert "予算と違うステップ数の反復があります" not in text.replace('"予算と違うステップ数の反復があります。"', "")
+
+
+@pytest.mark.notebook
+def test_level3_beyond_writes_its_section_of_the_execution_report(executed_lesson):
+    """The arms' tables and figures reach the execution report (issue #15: "on the executed page and in the report")."""
+    result, _ = executed_lesson("level3_beyond")
+    assert "level3_beyond_report.md" in result.sections
+    out = Path(result.output).parent
+    md = (out / "level3_beyond_report.md").read_text(encoding="utf-8")
+    assert "医療上の助言ではありません" in md and "Qwen3-0.6B の結果ではありません" in md
+    for rule in ("修正SFT（元の実験）", "自己蒸留（自分の正解で SFT）", "DPO（選好ペア）"):
+        assert f"| {rule} | 0 | 反復" in md, f"no row for {rule}"
+    for png in ("level3_arms_accuracy.png", "level3_arms_differences.png"):
+        assert f"]({png})" in md and (out / png).stat().st_size > 1000
