@@ -93,6 +93,14 @@ def test_an_answer_is_returned_without_surrounding_white_space(tokenizer):
     assert greedy(["質問"], spaced, tokenizer, max_new_tokens=7) == [["ab\n ab"]]  # inner white space is kept
 
 
+def test_answer_is_one_quiet_greedy_answer_of_128_tokens_with_the_system_prompt(model, tokenizer, capsys):
+    capsys.readouterr()
+    text = answer(model, tokenizer, "頭が痛いです", system="あなたは薬剤師です")
+    assert text == (CHAIN * 7)[:128]  # the default length, greedy
+    assert tokenizer.decode(model.inputs[0][0]) == chat_prompt(tokenizer, "頭が痛いです", "あなたは薬剤師です")
+    assert capsys.readouterr().err == ""  # no progress bar for a single answer
+
+
 @pytest.mark.parametrize("max_new_tokens", [1, 3, 11])
 def test_max_new_tokens_is_respected_exactly(model, tokenizer, max_new_tokens):
     assert greedy(["質問"], model, tokenizer, max_new_tokens=max_new_tokens) == [[CHAIN[:max_new_tokens]]]

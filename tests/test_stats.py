@@ -311,7 +311,7 @@ def test_across_seeds_verdict():
     assert across_seeds_verdict([NO_CLEAR_DIFFERENCE] * 3) == NO_CLEAR_DIFFERENCE
     assert across_seeds_verdict([WORSE_ON_SOME, WORSE_ON_SOME, WORSE]) == MIXED_ACROSS_SEEDS
     assert across_seeds_verdict([WORSE]) == WORSE
-    with pytest.raises(ValueError, match="need the verdict of at least one seed"):
+    with pytest.raises(ValueError, match="^need the verdict of at least one seed$"):
         across_seeds_verdict([])
     with pytest.raises(ValueError, match=r"unknown verdict\(s\): \['beter'\]"):
         across_seeds_verdict(["beter"])

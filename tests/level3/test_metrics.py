@@ -213,7 +213,7 @@ def test_stages_are_compared_on_their_shared_questions_only():
     cmp = compare_stages({("x", "y"): _pair({"a": (30, 30), "b": (0, 30)}, {"b": (30, 30), "c": (0, 30)})},
                          n_boot=50)[("x", "y")]
     assert list(cmp.per_question["symptom_id"]) == ["b"]
-    with pytest.raises(ValueError, match="the two stages share no question"):
+    with pytest.raises(ValueError, match="^the two stages share no question$"):
         compare_stages({("x", "y"): _pair({"a": (1, 2)}, {"b": (1, 2)})}, n_boot=10)
 
 
@@ -226,3 +226,22 @@ def test_across_seeds_rows_carry_each_seeds_interval():
     assert list(rows.columns) == ["seed", "mean_diff", "lo", "hi", "verdict"] and list(rows["seed"]) == [3, 7]
     assert rows.iloc[0]["lo"] == cmps[3].overall.lo and rows.iloc[0]["hi"] == cmps[3].overall.hi
     assert rows.iloc[0]["mean_diff"] == pytest.approx(2.5 / 3) and rows.iloc[0]["lo"] < rows.iloc[0]["hi"]
+
+
+def test_a_per_question_change_row_pinned():
+    from scipy.stats import fisher_exact
+
+    from course_lib.stats import two_proportion_change
+
+    cmp = compare_stages({("x", "y"): _pair({"a": (27, 30), "b": (3, 30)}, {"a": (6, 30), "b": (3, 30)})},
+                         n_boot=50)[("x", "y")]
+    row = cmp.per_question.set_index("symptom_id").loc["a"]
+    newcombe = two_proportion_change(27, 30, 6, 30)
+    assert list(cmp.per_question.columns) == ["symptom_id", "acc_prev", "acc_curr", "acc_delta", "delta_lo", "delta_hi",
+                                              "p_fisher", "mean_prev", "mean_curr", "solved_prev", "solved_curr",
+                                              "p_adj", "change"]
+    assert (row["acc_prev"], row["acc_curr"], row["acc_delta"]) == pytest.approx((0.9, 0.2, -0.7))
+    assert (row["delta_lo"], row["delta_hi"]) == (newcombe.lo, newcombe.hi) and row["delta_lo"] < -0.7 < row["delta_hi"]
+    assert row["p_fisher"] == pytest.approx(fisher_exact([[27, 3], [6, 24]]).pvalue)
+    assert (row["mean_prev"], row["mean_curr"]) == pytest.approx((0.9, 0.2))
+    assert row["solved_prev"] and not row["solved_curr"] and row["change"] == "worsened"
