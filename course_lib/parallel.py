@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Callable, Sequence
 
@@ -45,6 +46,7 @@ def run_jobs(fn: Callable, jobs: Sequence[tuple], workers: int | None = None) ->
     # "spawn": a fresh interpreter per worker; forking a process that has started torch's or the
     # tokenizer's threads can deadlock
     ctx = multiprocessing.get_context("spawn")
+    start = time.perf_counter()
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
         futures = [pool.submit(_timed_job, fn, tuple(args)) for args in jobs]
         results = []
@@ -52,4 +54,5 @@ def run_jobs(fn: Callable, jobs: Sequence[tuple], workers: int | None = None) ->
             out, seconds = fut.result()
             timing.absorb(seconds)
             results.append(out)
+    timing.add_waiting(time.perf_counter() - start)
     return results

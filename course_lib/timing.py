@@ -7,8 +7,9 @@ nested in another is counted once, in the inner category: the outer one gets its
 only, so the categories add up to at most the lesson's wall time.
 
 Work done in worker processes (:mod:`course_lib.parallel`) is timed there and added with
-:func:`absorb`; those seconds ran alongside the lesson, so the categories can then add up
-to more than its wall time (the report says how many seconds ran in workers).
+:func:`absorb`; the lesson's wait for them is not ``other`` (:func:`add_waiting`). Two workers run
+side by side, so the categories can then add up to more than the lesson's wall time (the report
+says how many seconds ran in workers).
 
 The lesson's last cell calls :func:`write_breakdown`; the runner puts the file it writes
 into the execution report.
@@ -29,6 +30,7 @@ BREAKDOWN_SUFFIX = "_timing.json"  # <lesson>_timing.json beside the executed le
 
 _seconds: dict[str, float] = {}
 _worker_seconds: dict[str, float] = {}
+_waiting = [0.0]  # wall seconds this process spent waiting for its workers
 _stack: list[list[float]] = []  # [start, seconds of nested sections] per open section
 _started: float | None = None
 
@@ -39,6 +41,7 @@ def reset() -> None:
     _seconds.clear()
     _worker_seconds.clear()
     _stack.clear()
+    _waiting[0] = 0.0
     _started = time.perf_counter()
 
 
@@ -82,6 +85,12 @@ def absorb(seconds: dict[str, float]) -> None:
             _worker_seconds[c] = _worker_seconds.get(c, 0.0) + float(s)
 
 
+def add_waiting(seconds: float) -> None:
+    """Wall time this process spent waiting for worker processes: their own seconds are added with
+    :func:`absorb`, so the wait is not counted again under ``other``."""
+    _waiting[0] += float(seconds)
+
+
 def breakdown(total: float | None = None) -> dict:
     """Seconds per category (this process plus workers), ``other`` = wall time not in any category.
 
@@ -91,9 +100,10 @@ def breakdown(total: float | None = None) -> dict:
         total = time.perf_counter() - _started if _started is not None else sum(_seconds.values())
     here = snapshot()
     out = {c: round(here[c] + _worker_seconds.get(c, 0.0), 2) for c in CATEGORIES}
-    out[OTHER] = round(max(0.0, total - sum(here.values())), 2)
+    out[OTHER] = round(max(0.0, total - sum(here.values()) - _waiting[0]), 2)
     out["total"] = round(total, 2)
     out["in_workers"] = round(sum(_worker_seconds.values()), 2)
+    out["waiting_for_workers"] = round(_waiting[0], 2)
     return out
 
 

@@ -614,12 +614,19 @@ seed_results = {config.seed: with_replay} | {c.seed: r for c, r in zip(seed_conf
 last = config.iteration_stages[-1]
 seed_comparisons = compare_stages({s: (r.summaries[(last, "original")], r.summaries[("control", "original")])
                                    for s, r in seed_results.items() if "control" in r.stages}, seed=config.seed)
+# 差は「対照 − ループ」なので、判定は対照から見た言葉になります。ループから見た言い方に直して表示します
+LOOP_VS_CONTROL_JA = {"better": "対照のほうが良く、ループの優位は示されません",
+                      "worse": "ループのほうが良い",
+                      "worse_on_some": "一部の質問で対照のほうが悪い",
+                      "no_clear_difference": "はっきりした差はありません",
+                      "mixed_across_seeds": "シードによって結果が違う"}
 if len(seed_comparisons) >= 3:
     seed_rows, seed_verdict = across_seeds(seed_comparisons)
     display(seed_rows.rename(columns={"seed": "学習シード", "mean_diff": "対照 − ループ（正答率の差）", "lo": "95%区間の下端",
                                       "hi": "95%区間の上端", "verdict": "判定"})
-            .assign(判定=lambda d: d["判定"].map(VERDICT_JA)).style.hide(axis="index").format(precision=3))
-    seed_summary = f"{len(seed_comparisons)} つの学習シードでの判定は「{VERDICT_JA[seed_verdict]}」です"
+            .assign(判定=lambda d: d["判定"].map(LOOP_VS_CONTROL_JA)).style.hide(axis="index").format(precision=3))
+    seed_summary = (f"{len(seed_comparisons)} つの学習シードをまとめた判定は「{LOOP_VS_CONTROL_JA[seed_verdict]}」です"
+                    + ("（すべてのシードで同じ判定）" if seed_verdict != "mixed_across_seeds" else ""))
 else:
     seed_verdict = None
     seed_summary = (f"学習シードは {len(seed_comparisons)} つだけなので、シードをまたいだ判定はしません"
@@ -825,10 +832,6 @@ if "control" in with_replay.stages:
     glue("l3_control_acc", f"{ov.loc['control', 'accuracy']:.1%}", display=False)
     glue("l3_control_diff", f"{lc.overall.mean_diff:+.1%}（95%区間 {lc.overall.lo:+.1%} 〜 {lc.overall.hi:+.1%}）", display=False)
     # the comparison is control minus loop: "better" means the control beat the loop
-    LOOP_VS_CONTROL_JA = {"better": "対照のほうが良く、ループの優位は示されません",
-                          "worse": "ループのほうが良い",
-                          "worse_on_some": "一部の質問で対照のほうが悪い",
-                          "no_clear_difference": "はっきりした差はありません"}
     glue("l3_control_verdict", LOOP_VS_CONTROL_JA[lc.verdict.verdict], display=False)
 else:
     for key in ("l3_control_acc", "l3_control_diff", "l3_control_verdict"):

@@ -66,6 +66,8 @@ def test_jobs_run_in_two_processes_in_order_and_their_time_comes_back():
     for cat in ("train", "generate", "judge"):
         assert b[cat] >= 0.3
     assert b["in_workers"] >= 0.9
+    # the lesson's own wait for the workers is not "other": with nothing else done here, other is ~0
+    assert b["waiting_for_workers"] >= 0.3 and b["other"] < 0.5 * b["waiting_for_workers"]
 
 
 def test_one_worker_is_the_serial_path_in_this_process():

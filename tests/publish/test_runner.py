@@ -127,3 +127,26 @@ def test_every_course_lesson_has_a_parameters_cell():
     for name in toc_notebooks():
         nb = jupytext.read(REPO_ROOT / "notebooks" / f"{name}.py")
         assert "model_profile" in declared_parameters(nb), name
+
+
+def test_the_report_splits_each_lessons_time_by_kind_of_work(tmp_path):
+    """A lesson's <name>_timing.json becomes one row of the status page's time table; a lesson
+    that wrote none (or an unreadable one) gets no row, and no table appears without rows."""
+    from course_lib.publish.runner import NotebookResult, RunReport, timing_table, write_report
+
+    (tmp_path / "a_timing.json").write_text(json.dumps(
+        {"train": 12.0, "generate": 3.5, "judge": 0.25, "perplexity": 0.0, "plot": 1.0, "other": 4.0, "total": 20.75,
+         "in_workers": 0.0}))
+    (tmp_path / "b_timing.json").write_text("{broken")
+    report = RunReport("2026-11-30T00:00:00", [
+        NotebookResult("a", "ok", 20.8, {}, "a.ipynb", files=["a_timing.json"]),
+        NotebookResult("b", "ok", 1.0, {}, "b.ipynb", files=["b_timing.json"]),
+        NotebookResult("c", "ok", 1.0, {}, "c.ipynb")], environment={})
+    lines = timing_table(report, tmp_path)
+    assert "| a | 12.0 | 3.5 | 0.2 | 0.0 | 1.0 | 4.0 | 20.8 | 0.0 |" in lines  # 学習 生成 採点 … 合計 うちワーカー
+    assert not [line for line in lines if line.startswith(("| b ", "| c "))]
+    _, md = write_report(report, tmp_path)
+    assert "## 時間の内訳（秒）" in md.read_text(encoding="utf-8")
+    payload = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
+    assert payload["results"][0]["timing"]["train"] == 12.0 and payload["results"][1]["timing"] is None
+    assert timing_table(RunReport("x", [NotebookResult("c", "ok", 1.0, {}, "c.ipynb")], environment={}), tmp_path) == []
