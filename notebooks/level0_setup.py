@@ -214,4 +214,4 @@ assert ex_table.loc["ひらがなだけ", "トークン数"] > ex_table.loc["漢
 # 実行状況ページの「時間の内訳」のために、学習・生成・採点などにかかった秒数をファイルに書き出します。
 from course_lib.timing import write_breakdown
 
-write_breakdown("level0_setup")
+write_breakdown("level0_setup");  # 「;」: 戻り値（ファイルの場所）を表示しない

@@ -1405,4 +1405,4 @@ assert ex_rows["注意機構だけ"]["最後の学習損失"] > ex_rows["基準"
 # 実行状況ページの「時間の内訳」のために、学習・生成・採点などにかかった秒数をファイルに書き出します。
 from course_lib.timing import write_breakdown
 
-write_breakdown("level1_basics")
+write_breakdown("level1_basics");  # 「;」: 戻り値（ファイルの場所）を表示しない

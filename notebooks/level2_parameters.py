@@ -1489,4 +1489,4 @@ if TINY:
 # 実行状況ページの「時間の内訳」のために、学習・生成・採点などにかかった秒数をファイルに書き出します。
 from course_lib.timing import write_breakdown
 
-write_breakdown("level2_parameters")
+write_breakdown("level2_parameters");  # 「;」: 戻り値（ファイルの場所）を表示しない

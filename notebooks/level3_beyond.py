@@ -501,4 +501,4 @@ glue("lb_minutes", f"{(time.perf_counter() - t_start) / 60:.1f}", display=False)
 # 実行状況ページの「時間の内訳」のために、学習・生成・採点などにかかった秒数をファイルに書き出します。
 from course_lib.timing import write_breakdown
 
-write_breakdown("level3_beyond")
+write_breakdown("level3_beyond");  # 「;」: 戻り値（ファイルの場所）を表示しない

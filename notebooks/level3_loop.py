@@ -980,4 +980,4 @@ display(pd.DataFrame(ex_sizes).style.hide(axis="index"))
 # 実行状況ページの「時間の内訳」のために、学習・生成・採点などにかかった秒数をファイルに書き出します。
 from course_lib.timing import write_breakdown
 
-write_breakdown("level3_loop")
+write_breakdown("level3_loop");  # 「;」: 戻り値（ファイルの場所）を表示しない
