@@ -371,3 +371,10 @@ def test_a_replayed_question_weighs_as_much_as_its_references():
     assert it.replayed == ["s1", "s2"] and it.failed == ["s3", "s4"]
     assert sorted(r["symptom_id"] for r in it.replay) == ["s1", "s2"]
     assert len(it.corrective) == 4
+
+
+def test_the_pass_bar_defaults_to_the_original_experiments():
+    from course_lib.level3.selection import question_status
+
+    per_q = pd.DataFrame({"symptom_id": ["a", "b", "c"], "accuracy": [0.8, 0.79, 1.0], "unsafe": [0, 0, 1]})
+    assert question_status(per_q).to_dict() == {"a": "pass", "b": "fail", "c": "fail"}
