@@ -194,7 +194,8 @@ def test_iteration_table_cells_pinned():
         "解けた質問": "1/2", "要確認（未知の名前）": "3/8"}
     assert table.iloc[1]["段階"] == "iter2"  # a stage without a name keeps its id
     assert pd.isna(table.iloc[1]["要確認（未知の名前）"])
-    raw = iteration_table({"iter1": OVERALL}, formatted=False)
+    raw = iteration_table({"iter1": OVERALL, "iter2": OVERALL}, formatted=False)
+    assert list(raw["stage"]) == ["iter1", "iter2"]
     assert raw.iloc[0].to_dict() == {"stage": "iter1", **{k: OVERALL[k] for k in (
         "mean", "std", "accuracy", "accuracy_lo", "accuracy_hi", "harmful_rate", "harmful_lo", "harmful_hi", "correct",
         "partially_correct", "incorrect", "unsafe", "solved", "questions", "n", "needs_review_rate")}}
