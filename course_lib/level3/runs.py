@@ -38,7 +38,7 @@ from ..profiles import IDENTITY_LABELS
 from .config import CONTROL, LoopConfig, Stage
 from .data import LoopData
 from .judge.cache import JudgeCache
-from .metrics import Comparison, Summary, compare_stages, iteration_table
+from .metrics import Comparison, Summary, compare_stages, iteration_table, question_passes
 
 LOOP_VERSION = 3  # bump when a change alters what a stage produces
 SPLITS = ("original", "paraphrase")
@@ -381,6 +381,18 @@ def _training_row(stage: str, t: dict) -> dict:
             "steps": t.get("steps"), "seconds": t.get("seconds"), "final_loss": t.get("final_loss")}
 
 
+def _with_pass_bar(summary: Summary, pass_accuracy: float) -> Summary:
+    """``solved`` under this run's pass bar. A stage's metrics.json was written with the bar of the
+    run that computed it, and stages before iteration 1 are shared between runs whose bars differ
+    (the bar only changes what later stages train on), so it is applied again when read back."""
+    pq = summary.per_question
+    if len(pq) and {"accuracy", "unsafe"} <= set(pq.columns):
+        pq = pq.assign(solved=question_passes(pq["accuracy"], pq["unsafe"], pass_accuracy))
+        summary.overall.update(solved=int(pq["solved"].sum()),
+                               solved_rate=float(pq["solved"].mean()) if len(pq) else float("nan"))
+    return Summary(pq, summary.overall)
+
+
 def load_result(run_dir: Path | str, calls: int = 0, errors: int = 0, seconds: dict | None = None,
                 reused: dict | None = None) -> LoopResult:
     """Read a run folder back into a :class:`LoopResult` (finished stages only)."""
@@ -396,7 +408,8 @@ def load_result(run_dir: Path | str, calls: int = 0, errors: int = 0, seconds: d
         metrics = json.loads((run_dir / s / "metrics.json").read_text(encoding="utf-8"))
         for split in SPLITS:
             if split in metrics:
-                summaries[(s, split)] = Summary(pd.DataFrame(metrics[split]["per_question"]), metrics[split]["overall"])
+                summaries[(s, split)] = _with_pass_bar(Summary(pd.DataFrame(metrics[split]["per_question"]),
+                                                               dict(metrics[split]["overall"])), config.pass_accuracy)
         tj = run_dir / s / "train.json"
         if tj.exists():
             t = json.loads(tj.read_text(encoding="utf-8"))

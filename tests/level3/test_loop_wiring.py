@@ -316,10 +316,9 @@ def test_a_changed_setting_recomputes_its_stage_instead_of_copying_a_stale_one(f
     assert [t["stage"] for t in fake_loop.trained] == stages[first:]
 
 
-@pytest.mark.xfail(strict=True, reason="known bug (issue 19 report): pass_accuracy is fingerprinted from iter1 on, but "
-                                       "every stage's metrics.json marks questions solved with it, so a copied baseline "
-                                       "keeps the other run's bar")
 def test_a_copied_stage_reports_solved_questions_with_this_runs_pass_accuracy(fake_loop, tmp_path):
+    """pass_accuracy is fingerprinted from iteration 1 on, so a baseline computed under another bar is
+    copied; its questions must still count as solved under this run's bar."""
     config = replace(FAKE_CONFIG, iterations=0, control=False)
     fake_loop.run(tmp_path, ScoringJudge(), config)
     result = fake_loop.run(tmp_path, ScoringJudge(), replace(config, pass_accuracy=0.7))
