@@ -225,7 +225,7 @@ def run_lesson(name: str, out_dir: Path, parameters: dict, notebooks_dir: Path, 
 
 
 TIMING_COLUMNS = {"train": "学習", "generate": "生成", "judge": "採点", "perplexity": "パープレキシティ",
-                  "plot": "図の作成", "other": "その他", "total": "合計"}
+                  "plot": "図の作成", "other": "その他", "waiting_for_workers": "ワーカー待ち", "total": "合計"}
 
 
 def timing_table(report: RunReport, out_dir: Path) -> list[str]:
@@ -242,8 +242,9 @@ def timing_table(report: RunReport, out_dir: Path) -> list[str]:
         return []
     return ["", "## 時間の内訳（秒）", "",
             "各レッスンの実行時間を、作業の種類ごとに分けたものです（`course_lib.timing` の計測）。"
-            "「その他」はモデルの読み込み・集計・表示などです。「うちワーカー」は別プロセスで並行して動いた作業の秒数で、"
-            "各列に含まれます（2つのプロセスが同時に動くので、列の合計が「合計」を超えることがあります）。", "",
+            "「その他」はモデルの読み込み・集計・表示など、「ワーカー待ち」はレッスンが別プロセス（ワーカー）の作業を待っていた時間です。"
+            "「うちワーカー」はワーカーが並行して動いた作業の秒数で、学習・生成などの各列に含まれます"
+            "（2つのプロセスが同時に動くので、列の合計が「合計」を超えることがあります）。", "",
             "| レッスン | " + " | ".join(TIMING_COLUMNS.values()) + " | うちワーカー |",
             "| --- |" + " ---: |" * (len(TIMING_COLUMNS) + 1), *rows]
 

@@ -143,7 +143,8 @@ def test_the_report_splits_each_lessons_time_by_kind_of_work(tmp_path):
         NotebookResult("b", "ok", 1.0, {}, "b.ipynb", files=["b_timing.json"]),
         NotebookResult("c", "ok", 1.0, {}, "c.ipynb")], environment={})
     lines = timing_table(report, tmp_path)
-    assert "| a | 12.0 | 3.5 | 0.2 | 0.0 | 1.0 | 4.0 | 20.8 | 0.0 |" in lines  # 学習 生成 採点 … 合計 うちワーカー
+    # train, generate, judge, perplexity, plot, other, waiting for workers (0 when absent), total, in workers
+    assert "| a | 12.0 | 3.5 | 0.2 | 0.0 | 1.0 | 4.0 | 0.0 | 20.8 | 0.0 |" in lines
     assert not [line for line in lines if line.startswith(("| b ", "| c "))]
     _, md = write_report(report, tmp_path)
     assert "## 時間の内訳（秒）" in md.read_text(encoding="utf-8")
