@@ -16,3 +16,14 @@ def ran(cell) -> bool:
 
 def errors(cell) -> list[dict]:
     return [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+
+
+def is_timing_cell(cell) -> bool:
+    """The hidden last cell that writes the lesson's time breakdown for the execution report
+    (``course_lib.timing.write_breakdown``): machinery, not part of the lesson a learner reads."""
+    return cell.cell_type == "code" and "remove-cell" in tags(cell) and "write_breakdown(" in cell.source
+
+
+def lesson_code_cells(nb) -> list:
+    """The lesson's code cells in order, without the time-breakdown cell."""
+    return [c for c in nb.cells if c.cell_type == "code" and not is_timing_cell(c)]

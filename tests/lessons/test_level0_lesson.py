@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from _cells import errors as _errors, ran as _ran, tags as _tags
+from _cells import errors as _errors, is_timing_cell, lesson_code_cells, ran as _ran, tags as _tags
 
 pytestmark = pytest.mark.notebook
 
@@ -38,9 +38,10 @@ def test_exercise_solution_is_an_executed_hidden_cell(executed_lesson):
 
 def test_closing_ci_check_cell_is_the_last_code_cell_and_ran(executed_lesson):
     _, nb = executed_lesson(LESSON)
-    code = [c for c in nb.cells if c.cell_type == "code"]
+    code = lesson_code_cells(nb)  # the hidden time-breakdown cell comes after it (machinery, not the lesson)
     closing = [c for c in code if "remove-input" in _tags(c)]
     assert len(closing) == 1 and closing[0] is code[-1]
+    assert is_timing_cell(nb.cells[-1]) and _ran(nb.cells[-1]) and not nb.cells[-1].get("outputs")
     assert _ran(closing[0]) and not _errors(closing[0])
     assert "assert" in closing[0].source
 

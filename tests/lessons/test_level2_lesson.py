@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from _cells import errors as _errors, ran as _ran, tags as _tags
+from _cells import errors as _errors, is_timing_cell, lesson_code_cells, ran as _ran, tags as _tags
 
 from course_lib.paths import NOTEBOOKS_DIR
 
@@ -79,9 +79,10 @@ def test_source_has_hidden_solutions_and_one_closing_ci_cell(source):
     assert not any("```python" in c.source for c in source.cells[exercises:] if c.cell_type == "markdown"), \
         "no inert solution code left in Markdown"
     closing = [c for c in code if "remove-input" in _tags(c)]
-    assert len(closing) == 1 and closing[0] is code[-1] and source.cells[-1] is code[-1]
+    lesson = lesson_code_cells(source)  # without the hidden time-breakdown cell, the very last cell
+    assert len(closing) == 1 and closing[0] is lesson[-1] and is_timing_cell(source.cells[-1])
     assert "if TINY:" in closing[0].source
-    for cell in code[:-1]:
+    for cell in lesson[:-1]:
         assert not ("if TINY:" in cell.source and "assert" in cell.source), cell.source
         for line in cell.source.splitlines():
             if line.lstrip().startswith("assert"):
@@ -142,9 +143,10 @@ def test_level2_exercise_solutions_are_executed_hidden_cells(executed_lesson):
 @pytest.mark.notebook
 def test_level2_closing_ci_check_cell_is_the_last_code_cell_and_ran(executed_lesson):
     _, nb = executed_lesson(LESSON)
-    code = [c for c in nb.cells if c.cell_type == "code"]
+    code = lesson_code_cells(nb)  # the hidden time-breakdown cell comes after it (machinery, not the lesson)
     closing = [c for c in code if "remove-input" in _tags(c)]
     assert len(closing) == 1 and closing[0] is code[-1]
+    assert is_timing_cell(nb.cells[-1]) and _ran(nb.cells[-1]) and not nb.cells[-1].get("outputs")
     assert _ran(closing[0]) and not _errors(closing[0]) and not closing[0].get("outputs"), "the checks pass silently"
     assert "if TINY:" in closing[0].source and "assert" in closing[0].source
 
