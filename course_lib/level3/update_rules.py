@@ -34,6 +34,7 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
+from ..timing import timed_function
 from .data import LoopData
 
 ACCEPTED = "correct"  # the only label whose answers a rule may learn from as "good"
@@ -258,6 +259,7 @@ def _no_checkpointing(config_class) -> dict:
     return {"activation_checkpointing": False} if "activation_checkpointing" in names else {"gradient_checkpointing": False}
 
 
+@timed_function("train")  # DPO steps count as training in the lesson's time breakdown
 def train_dpo(model, tokenizer, pairs: Sequence[dict], *, beta: float = 0.1, max_steps: int, learning_rate: float,
               per_device_train_batch_size: int = 4, warmup_steps: int = 0, lr_scheduler_type: str = "linear",
               max_length: int = 512, seed: int = 0, callbacks: Sequence = ()) -> DPOResult:
