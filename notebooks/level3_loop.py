@@ -235,7 +235,7 @@ def state_ja(state: str) -> str:
 status = pd.DataFrame({"段階": [stage_names(config).get(s, s) for s in result.stages],
                        "状態": [state_ja(result.reused.get(s, "")) for s in result.stages],
                        "この実行での秒数": [result.seconds.get(s, 0.0) for s in result.stages]})
-display(status.style.hide(axis="index"))
+display(status.style.hide(axis="index").format(precision=1))
 where = result.run_dir
 print(f"保存先: {display_path(where)}")
 print(f"この実行での採点回数: {result.judge_calls}（採点エラー {result.judge_errors} 件）")
