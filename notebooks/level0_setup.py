@@ -30,7 +30,7 @@
 
 # %% tags=["parameters"]
 # papermill がこのセルの値を差し替えます（CI では model_profile="tiny"）。
-model_profile = "auto"  # "auto" | "tiny" | "qwen3-0.6b"
+model_profile = "auto"  # "auto" | "tiny" | "qwen3-0.6b" のどれか
 quick = False  # このレッスンでは使いません（ほかのレッスンとそろえるための引数です）
 seed = 0
 

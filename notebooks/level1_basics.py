@@ -43,7 +43,7 @@
 
 # %% tags=["parameters"]
 # papermill がこのセルの値を差し替えます（CI では model_profile="tiny", quick=True）。
-model_profile = "auto"  # "auto" | "tiny" | "qwen3-0.6b"
+model_profile = "auto"  # "auto" | "tiny" | "qwen3-0.6b" のどれか
 quick = False  # True: エポック数を減らして短く実行します（CI の設定）
 seed = 0
 num_train_epochs = None  # None: 読み込んだモデルの既定値（次の節の PROFILE_SETTINGS）を使います

@@ -46,7 +46,7 @@
 
 # %% tags=["parameters"]
 # papermill がこのセルの値を差し替えます（CI では model_profile="tiny", quick=True）。
-model_profile = "auto"  # "auto" | "tiny" | "qwen3-0.6b"
+model_profile = "auto"  # "auto" | "tiny" | "qwen3-0.6b" のどれか
 quick = False  # True: 実験の格子（grid）と学習シードの数を減らして数分で終える
 seed = 0
 

@@ -41,7 +41,7 @@
 
 # %% tags=["parameters"]
 # papermill がこのセルの値を差し替えます（CI では model_profile="tiny", judge="rubric", quick=True）。
-model_profile = "auto"  # "auto" | "tiny" | "qwen3-0.6b"
+model_profile = "auto"  # "auto" | "tiny" | "qwen3-0.6b" のどれか
 judge = "auto"  # "auto" | "rubric" | "openai"（"auto" は OPENAI_API_KEY があれば openai）
 quick = False  # True: サンプル数とシード数を減らした短縮版（CI 用）
 seed = 0

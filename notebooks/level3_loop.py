@@ -54,7 +54,7 @@
 
 # %% tags=["parameters"]
 # papermill がこのセルの値を差し替えます（CI では model_profile="tiny", judge="rubric", quick=True）。
-model_profile = "auto"  # "auto" | "tiny" | "qwen3-0.6b"
+model_profile = "auto"  # "auto" | "tiny" | "qwen3-0.6b" のどれか
 judge = "auto"  # "auto" | "rubric" | "openai"（"auto" は OPENAI_API_KEY があれば openai）
 quick = False  # True: サンプル数を減らした短縮版（CI 用）
 seed = 0
@@ -564,7 +564,7 @@ from course_lib.level3.metrics import compare_stages
 
 other = planned_results[-1]  # 4 章で一緒に計算した、リプレイの設定だけが違うループ
 with_replay, without_replay = (result, other) if config.replay_ratio > 0 else (other, result)
-no_replay = other if config.replay_ratio > 0 else None  # the comparison run, when this page's run has replay
+no_replay = other if config.replay_ratio > 0 else None  # このページのループがリプレイありのときの、比べる相手（リプレイなし）
 
 # このページのすべての比較を1回で行う（Holm 補正もこの1回だけ）
 page_pairs = {("リプレイあり", a, b): (with_replay.summaries[(a, "original")], with_replay.summaries[(b, "original")])
@@ -682,7 +682,7 @@ plt.show()
 
 # %%
 ppl = pd.DataFrame({"リプレイあり": with_replay.general_perplexity(), "リプレイなし": without_replay.general_perplexity()})
-ppl = ppl.reindex(with_replay.stages)  # stage order, not alphabetical
+ppl = ppl.reindex(with_replay.stages)  # 段階の順に並べる（アルファベット順ではなく）
 ppl.index = [names.get(s, s) for s in ppl.index]
 ppl.index.name = "段階"
 display(ppl.style.format(precision=1, na_rep="—"))
@@ -831,7 +831,7 @@ if "control" in with_replay.stages:
     lc = cmp_page[(last_loop, "control")]
     glue("l3_control_acc", f"{ov.loc['control', 'accuracy']:.1%}", display=False)
     glue("l3_control_diff", f"{lc.overall.mean_diff:+.1%}（95%区間 {lc.overall.lo:+.1%} 〜 {lc.overall.hi:+.1%}）", display=False)
-    # the comparison is control minus loop: "better" means the control beat the loop
+    # 差は「対照 − ループ」なので、"better" は対照のほうがループより良かったという意味
     glue("l3_control_verdict", LOOP_VS_CONTROL_JA[lc.verdict.verdict], display=False)
 else:
     for key in ("l3_control_acc", "l3_control_diff", "l3_control_verdict"):
@@ -884,7 +884,7 @@ glue("l3_ppl_direction", "大きくなっており、一般的な文章の予測
 # %% tags=["remove-input"]
 ov = result.overall("original").set_index("stage")
 base, it0 = ov.loc["baseline"], ov.loc["iter0"]
-assert (result.grades.groupby(["stage", "split"]).size() > 0).all()
+assert (result.grades.groupby(["stage", "split"]).size() > 0).all(), "採点結果のない段階・質問の種類があります"
 n_orig = result.grades[(result.grades["stage"] == "iter0") & (result.grades["split"] == "original")]
 assert len(n_orig) == len(data.symptoms) * config.n_samples, "元の質問のどれかで、採点済みの回答が N 個ありません"
 # tiny・rubric・seed 0 で測った値（quick: 平均スコア 0.06 → 0.44）に余裕を持たせた閾値です
