@@ -8,6 +8,9 @@ it runs with the lesson's environment variables, and its time breakdown
 
 ``workers=1`` runs the same jobs one after another in this process: the serial path, for
 debugging and for the equality test (same results either way, because every job seeds itself).
+
+A page that hands out many small batches of jobs (level 2's sweeps) keeps its workers between
+calls (``reuse_pool=True``): starting a worker (importing torch, loading the model) takes seconds.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import as_completed
 from typing import Any, Callable, Sequence
 
 from . import paths, timing
@@ -34,25 +38,57 @@ def _timed_job(fn: Callable, args: tuple) -> tuple[Any, dict]:
     return out, timing.snapshot()
 
 
-def run_jobs(fn: Callable, jobs: Sequence[tuple], workers: int | None = None) -> list:
+_KEPT_POOLS: dict[int, ProcessPoolExecutor] = {}
+
+
+def _new_pool(workers: int) -> ProcessPoolExecutor:
+    # "spawn": a fresh interpreter per worker; forking a process that has started torch's or the
+    # tokenizer's threads can deadlock
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def _kept_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool kept for the rest of this process (the lesson's kernel), so its workers keep what they loaded."""
+    if workers not in _KEPT_POOLS:
+        _KEPT_POOLS[workers] = _new_pool(workers)
+    return _KEPT_POOLS[workers]
+
+
+def run_jobs(fn: Callable, jobs: Sequence[tuple], workers: int | None = None, reuse_pool: bool = False,
+             on_done: Callable[[int], None] | None = None) -> list:
     """``[fn(*args) for args in jobs]``, in that order, computed by ``workers`` processes.
 
     Jobs start in list order as workers free up, so put a job that needs another's results
-    (e.g. a run that copies another run's finished stages) after it.
+    (e.g. a run that copies another run's finished stages) after it. ``reuse_pool``: keep the
+    workers for the next call. ``on_done(i)`` is called as job ``i`` finishes (a progress bar).
     """
     workers = default_workers() if workers is None else workers
     if workers <= 1 or len(jobs) <= 1:
-        return [fn(*args) for args in jobs]
-    # "spawn": a fresh interpreter per worker; forking a process that has started torch's or the
-    # tokenizer's threads can deadlock
-    ctx = multiprocessing.get_context("spawn")
-    start = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
-        futures = [pool.submit(_timed_job, fn, tuple(args)) for args in jobs]
         results = []
-        for fut in futures:
+        for i, args in enumerate(jobs):
+            results.append(fn(*args))
+            if on_done:
+                on_done(i)
+        return results
+    start = time.perf_counter()
+    pool = _kept_pool(workers) if reuse_pool else _new_pool(min(workers, len(jobs)))
+    try:
+        futures = {pool.submit(_timed_job, fn, tuple(args)): i for i, args in enumerate(jobs)}
+        done: dict[int, Any] = {}
+        for fut in as_completed(futures):
             out, seconds = fut.result()
             timing.absorb(seconds)
-            results.append(out)
+            done[futures[fut]] = out
+            if on_done:
+                on_done(futures[fut])
+    except BaseException:
+        # a failed job or an interrupt: no half-used pool is kept for the next call
+        if reuse_pool:
+            _KEPT_POOLS.pop(workers, None)
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    else:
+        if not reuse_pool:
+            pool.shutdown()
     timing.add_waiting(time.perf_counter() - start)
-    return results
+    return [done[i] for i in range(len(jobs))]

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from course_lib.level2.sweep import MODULE_SETS, dataset_loss, example_losses, make_spec, run_sweep
+from course_lib.level2.sweep import (MODULE_SETS, dataset_loss, example_losses, make_spec, run_sweep,
+                                     worker_model_folder)
 from course_lib.level2.tables import japanese_table
 from course_lib.lora import (ALL_PROJ_MODULES, ATTENTION_MODULES, MLP_MODULES, attach_lora, lora_parameter_count,
                              lora_parameter_table)
@@ -98,7 +99,8 @@ def test_sweep_restores_base_weights_exactly_and_is_reproducible(tiny, records):
     configs = [dict(lora_r=2, lora_alpha=4),
                dict(lora_r=8, lora_alpha=16, lora_dropout=0.1, target_modules=ATTENTION_MODULES)]
     common = dict(max_steps=2, per_device_train_batch_size=4, learning_rate=1e-2)
-    table = run_sweep(model, tok, configs, records[:8], records[8:12], progress=False, defaults=common)
+    # serial: the runs attach to and detach from THIS model (workers would train their own copies)
+    table = run_sweep(model, tok, configs, records[:8], records[8:12], progress=False, defaults=common, workers=1)
 
     after = model.state_dict()
     assert set(after) == set(before), "the adapter's tensors must be gone"
@@ -114,8 +116,61 @@ def test_sweep_restores_base_weights_exactly_and_is_reproducible(tiny, records):
     assert len(table.history(1).dropna(subset=["loss"])) == 2
     assert table["val_loss"].notna().all() and (table["steps"] == 2).all()
 
-    again = run_sweep(model, tok, configs, records[:8], records[8:12], progress=False, defaults=common)
+    again = run_sweep(model, tok, configs, records[:8], records[8:12], progress=False, defaults=common, workers=1)
     assert list(again["val_loss"]) == list(table["val_loss"]), "same seed, same table"
+
+
+MEASURED_HERE = ("seconds", "peak_memory_mb")  # what each run measures of its own process and moment
+
+
+def test_sweep_in_two_workers_equals_the_serial_sweep(tiny, records):
+    from course_lib import timing
+
+    model, tok = tiny
+    before = _state(model)
+    configs = [dict(lora_r=2, lora_alpha=4), dict(lora_r=4, target_modules=ATTENTION_MODULES),
+               dict(lora_r=2, lora_dropout=0.1, learning_rate=3e-3)]
+    common = dict(max_steps=3, per_device_train_batch_size=4, learning_rate=1e-2)
+    serial = run_sweep(model, tok, configs, records[:8], records[8:12], progress=False, defaults=common, workers=1)
+    timing.reset()
+    parallel = run_sweep(model, tok, configs, records[:8], records[8:12], progress=False, defaults=common, workers=2)
+    assert timing.breakdown()["in_workers"] > 0, "the runs were trained in worker processes"
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "this model was not trained"
+    columns = [c for c in serial.columns if c not in MEASURED_HERE]
+    assert list(parallel.columns) == list(serial.columns)
+    pd.testing.assert_frame_equal(pd.DataFrame(parallel[columns]), pd.DataFrame(serial[columns]), check_exact=True)
+    pd.testing.assert_frame_equal(parallel.histories, serial.histories, check_exact=True)
+
+
+def test_workers_refuse_a_base_model_changed_after_loading(tiny, records):
+    model, tok = tiny
+    weight = model.get_input_embeddings().weight
+    original = weight.detach().clone()
+    try:
+        with torch.no_grad():
+            weight[0, 0] += 1.0  # this model no longer equals the folder the workers load
+        with pytest.raises(RuntimeError, match="differs from this one"):
+            run_sweep(model, tok, [dict(lora_r=2), dict(lora_r=4)], records[:4], None, progress=False,
+                      defaults=dict(max_steps=1, per_device_train_batch_size=4), workers=2)
+    finally:
+        with torch.no_grad():
+            weight.copy_(original)
+
+
+def test_only_a_small_model_loaded_from_a_local_folder_goes_to_workers(tiny, monkeypatch):
+    import copy
+
+    from transformers import AutoModelForCausalLM
+
+    import course_lib.level2.sweep as sweep_module
+
+    model, _ = tiny
+    assert (worker_model_folder(model) / "config.json").is_file()
+    config = copy.deepcopy(model.config)
+    config._name_or_path = ""
+    assert worker_model_folder(AutoModelForCausalLM.from_config(config)) is None  # built in memory: nothing to load
+    monkeypatch.setattr(sweep_module.BaseSnapshot, "EXACT_LIMIT", 1000)
+    assert worker_model_folder(model) is None  # too large for a second copy
 
 
 def test_sweep_final_val_loss_matches_trainer_eval_loss(tiny, records):

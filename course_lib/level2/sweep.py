@@ -5,6 +5,12 @@ it, and removes it again (``PeftModel.unload``), so the next run starts from the
 pristine base. The base weights are checked after every run: a sweep that left
 anything behind would make every later row of the table wrong.
 
+On the CPU with a small model loaded from a local folder (the tiny model), the runs of a sweep
+are shared between two worker processes (:func:`course_lib.parallel.run_jobs`); each worker
+loads the same base model from the same folder, checks that its weights are bit-identical to
+this one's, and trains exactly what this process would (every run seeds itself), so the table
+is the same as the serial one except for the seconds and memory each run measured.
+
 A run is described by a plain dict that uses PEFT's names for the adapter
 (``lora_r``, ``lora_alpha``, ``lora_dropout``, ``target_modules``) and
 :class:`~course_lib.train.TrainConfig`'s names (the ones of
@@ -15,7 +21,9 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import hashlib
 import math
+from pathlib import Path
 from dataclasses import dataclass, fields
 from functools import partial
 from typing import Callable, Iterable, Mapping, Sequence
@@ -24,6 +32,7 @@ import pandas as pd
 import torch
 
 from ..lora import ALL_PROJ_MODULES, ATTENTION_MODULES, attach_lora, lora_parameter_count
+from ..parallel import default_workers, run_jobs
 from ..sft import AnswerOnlyCollator, encode_dataset
 from ..train import TrainConfig, train as train_model
 
@@ -266,6 +275,50 @@ def _train_one(base_model, tokenizer, spec: RunSpec, train, val, snapshot: BaseS
     return row, result.history.copy()
 
 
+# --------------------------------------------------------------------------- worker processes
+
+def weights_digest(model) -> str:
+    """SHA-256 of every tensor of the model's state dict (names, shapes, dtypes and bytes)."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def worker_model_folder(base_model) -> Path | None:
+    """The folder a worker can load ``base_model`` from, or None when the sweep must stay serial:
+    not on the CPU, too large for a second copy, or not loaded from a local folder."""
+    param = next(base_model.parameters())
+    n_params = sum(p.numel() for p in base_model.parameters())
+    folder = Path(str(getattr(base_model, "name_or_path", "") or ""))
+    if param.device.type != "cpu" or n_params > BaseSnapshot.EXACT_LIMIT or not (folder / "config.json").is_file():
+        return None
+    return folder
+
+
+_WORKER_BASES: dict[tuple, tuple] = {}  # in a worker: (folder, dtype, training) → (model, snapshot, digest)
+
+
+def _worker_base(folder: str, dtype: str, training: bool):
+    key = (folder, dtype, training)
+    if key not in _WORKER_BASES:
+        from transformers import AutoModelForCausalLM
+
+        torch.set_num_threads(1)  # as load_model does for the tiny model: two workers, two cores
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype)).train(training)
+        _WORKER_BASES[key] = (model, BaseSnapshot(model), weights_digest(model))
+    return _WORKER_BASES[key]
+
+
+def _train_in_worker(folder: str, dtype: str, training: bool, tokenizer, spec: "RunSpec", train, val):
+    """One run in a worker process, on the worker's copy of the base model (loaded once per worker)."""
+    model, snapshot, digest = _worker_base(folder, dtype, training)
+    row, history = _train_one(model, tokenizer, spec, train, val, snapshot, None, ())
+    return row, history, digest
+
+
 # --------------------------------------------------------------------------- the sweep
 
 class SweepTable(pd.DataFrame):
@@ -301,7 +354,7 @@ class SweepTable(pd.DataFrame):
 def run_sweep(base_model, tokenizer, configs: Iterable[Mapping], train: Sequence[dict], val: Sequence[dict] | None,
               progress: bool = True, defaults: Mapping | None = None, seed: int = 0,
               evaluate: Callable | None = None, desc: str = "sweep", cache: dict | None = None,
-              callbacks: Sequence = ()) -> SweepTable:
+              callbacks: Sequence = (), workers: int | None = None) -> SweepTable:
     """Train one fresh LoRA adapter per config on the SAME base model and tabulate the results.
 
     ``configs``: dicts with LoRA keys (``lora_r``, ``lora_alpha``, ``lora_dropout``,
@@ -318,6 +371,12 @@ def run_sweep(base_model, tokenizer, configs: Iterable[Mapping], train: Sequence
     trained (same LoRA and TrainConfig, same records) is taken from it instead
     of being trained again. Not used together with ``evaluate``. ``callbacks`` are
     passed to every run's Trainer.
+
+    ``workers``: processes that share the runs (default: 2 on a 2-core machine, ``COURSE_WORKERS``
+    overrides; 1 = serial, in this process). Workers are used only for a small model on the CPU
+    loaded from a local folder, without ``evaluate`` or ``callbacks`` (a function defined in a
+    notebook cannot be sent to another process). Runs that measure time for a comparison should
+    pass ``workers=1``: two runs at once share the machine.
     """
     from ..progress import progress_bar
 
@@ -326,23 +385,42 @@ def run_sweep(base_model, tokenizer, configs: Iterable[Mapping], train: Sequence
     specs = [make_spec(c, defaults, seed) for c in configs]
     snapshot = BaseSnapshot(base_model)
     use_cache = cache is not None and evaluate is None and not callbacks
+    keys = [_cache_key(spec, train, val) for spec in specs]
+    # the runs to train: all but those in the cache (and, with a cache, each setting once)
+    todo = [i for i, k in enumerate(keys) if not (use_cache and (k in cache or k in keys[:i]))]
+    bar = progress_bar(total=len(specs), enabled=progress, desc=desc, unit="run")
+    bar.update(len(specs) - len(todo))
+    trained: dict[int, tuple[dict, pd.DataFrame]] = {}
+    workers = default_workers() if workers is None else workers
+    folder = worker_model_folder(base_model) if workers > 1 and len(todo) > 1 and evaluate is None and not callbacks else None
+    if folder is not None:
+        dtype = str(next(base_model.parameters()).dtype).removeprefix("torch.")
+        jobs = [(str(folder), dtype, base_model.training, tokenizer, specs[i], train, val) for i in todo]
+        outs = run_jobs(_train_in_worker, jobs, workers, reuse_pool=True, on_done=lambda _: bar.update(1))
+        here = weights_digest(base_model)
+        for i, (row, h, digest) in zip(todo, outs):
+            if digest != here:
+                raise RuntimeError(f"the worker's base model (loaded from {folder}) differs from this one: was the "
+                                   "model changed after loading? Run the sweep with workers=1")
+            trained[i] = (row, h)
+    else:
+        for i in todo:
+            bar.set_postfix_str(specs[i].name)
+            trained[i] = _train_one(base_model, tokenizer, specs[i], train, val, snapshot, evaluate, callbacks)
+            bar.update(1)
+    bar.close()
     rows, histories = [], []
-    bar = progress_bar(specs, enabled=progress, desc=desc, unit="run")
-    for i, spec in enumerate(bar):
-        bar.set_postfix_str(spec.name)
-        key = _cache_key(spec, train, val)
-        if use_cache and key in cache:
+    for i, (spec, key) in enumerate(zip(specs, keys)):
+        if i in trained:
+            row, h = trained[i]
+            if use_cache:
+                cache[key] = (row, h.copy())
+        else:
             row, h = cache[key]
-            rows.append({**row, "name": spec.name})
-            histories.append(h.assign(run=i, name=spec.name))
-            continue
-        row, h = _train_one(base_model, tokenizer, spec, train, val, snapshot, evaluate, callbacks)
-        h.insert(0, "name", spec.name)
-        h.insert(0, "run", i)
+            row = {**row, "name": spec.name}
         rows.append(row)
-        histories.append(h)
-        if use_cache:
-            cache[key] = (row, h)
+        histories.append(h.drop(columns=["run", "name"], errors="ignore").assign(run=i, name=spec.name)
+                         [["run", "name", *[c for c in h.columns if c not in ("run", "name")]]])
     table = SweepTable(rows)
     table.histories = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame()
     return table
