@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import as_completed
@@ -41,16 +42,24 @@ def _timed_job(fn: Callable, args: tuple) -> tuple[Any, dict]:
 _KEPT_POOLS: dict[int, ProcessPoolExecutor] = {}
 
 
-def _new_pool(workers: int) -> ProcessPoolExecutor:
+def _new_pool(workers: int, initializer: Callable | None = None) -> ProcessPoolExecutor:
     # "spawn": a fresh interpreter per worker; forking a process that has started torch's or the
     # tokenizer's threads can deadlock
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=initializer)
+
+
+def _ignore_interrupts() -> None:
+    # A kept worker outlives the call that started it. When Jupyter stops the kernel it interrupts the
+    # kernel's whole process group: the idle worker would print a KeyboardInterrupt traceback into the
+    # log. The kernel decides; the worker just exits when the pool is shut down.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _kept_pool(workers: int) -> ProcessPoolExecutor:
     """A pool kept for the rest of this process (the lesson's kernel), so its workers keep what they loaded."""
     if workers not in _KEPT_POOLS:
-        _KEPT_POOLS[workers] = _new_pool(workers)
+        _KEPT_POOLS[workers] = _new_pool(workers, initializer=_ignore_interrupts)
     return _KEPT_POOLS[workers]
 
 

@@ -81,3 +81,26 @@ def test_course_workers_overrides_and_is_checked(monkeypatch):
     monkeypatch.setenv("COURSE_WORKERS", "two")
     with pytest.raises(ValueError, match="COURSE_WORKERS"):
         parallel.default_workers()
+
+
+def _pid_after(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def test_kept_workers_are_reused_and_ignore_the_interrupt_jupyter_sends_when_it_stops_a_kernel(capfd):
+    import signal
+
+    try:
+        first = parallel.run_jobs(_pid_after, [(0.3,), (0.3,)], workers=2, reuse_pool=True)
+        assert len(set(first)) == 2 and os.getpid() not in first
+        for pid in first:
+            os.kill(pid, signal.SIGINT)  # what stopping the kernel sends to its whole process group
+        time.sleep(0.5)
+        again = parallel.run_jobs(_pid_after, [(0.3,), (0.3,)], workers=2, reuse_pool=True)
+        assert set(again) == set(first), "the same two workers, still alive"
+        assert "KeyboardInterrupt" not in capfd.readouterr().err
+    finally:
+        pool = parallel._KEPT_POOLS.pop(2, None)
+        if pool is not None:
+            pool.shutdown()
