@@ -41,6 +41,7 @@
 # | 「高表現力」設定と「効率重視」設定では効率重視が得 | 実験6：A（r=16, α=32, 5エポック）と B（r=12, α=24, 4エポック）の A/B 比較 |
 #
 # 最後に、これらの説明が測定と合ったかを表にまとめ、推奨の出発点を選び、計算コストが r と系列長でどう増えるかを見ます。
+# 選んだ出発点は、どの選択にも使わなかった**テスト用**のデータで、最後に一度だけ測ります。
 #
 # 各節の終わりには、短い **確認クイズ** があります。答えは「答え」をクリックすると開きます。
 
@@ -92,6 +93,7 @@ print("PyTorch のスレッド数:", torch.get_num_threads())
 # 過学習（overfitting）を見つける手がかりになります。
 # 形式が身についたかは、学習用に出てこない **別の話題の20問** で確かめます。レベル1で検証用に使った `heldout.jsonl` です。
 # このページでは、この20問を設定選びには使わず、形式を測るだけにします。
+# レベル1のテスト用（`test.jsonl`）は、ページの終わり近くで、選んだ設定を一度だけ測るときまで読み込みません。
 
 # %%
 from course_lib.data import train_val_split
@@ -122,6 +124,7 @@ import pandas as pd
 from myst_nb import glue
 
 from course_lib.level2.explorer import running_in_jupyterlab
+from course_lib.level2.final_test import watch_records
 from course_lib.level2.figures import bars_start_at_zero, seed_labels, seed_points
 from course_lib.level2.seeds import (claim_agreement, compare_across_seeds, compare_rows, losses_by_seed, run_seeds,
                                      seed_table, verdict_table)
@@ -150,7 +153,8 @@ LR_FACTORS = [0.1, 1, 3] if quick else [0.1, 0.3, 1, 3]
 live = running_in_jupyterlab()  # JupyterLab で開いているときだけ進捗バーとウィジェットを出す
 gc.freeze()  # 読み込み済みのライブラリとモデルを GC の見回りから外す（各学習の前の gc.collect が速くなる）
 cache = {}  # 同じ設定・同じシードの学習は一度だけ（実験どうしで結果を共有）
-sweep = partial(run_sweep, model, tokenizer, progress=live, defaults=REF, seed=seed, cache=cache)
+# watch_records: 実験に渡した学習データと検証データの id を覚えておく（最後に、テスト用を一度も渡していないことを確かめる）
+sweep = watch_records(partial(run_sweep, model, tokenizer, progress=live, defaults=REF, seed=seed, cache=cache))
 
 
 def glue_text(key, text):
@@ -1260,11 +1264,13 @@ not_worse = [r for r in RANKS if r == best_fixed_r or compare_rows(fixed_alpha_s
                                                                    {"lora_r": r}).verdict != WORSE]
 chosen_r = min(not_worse)
 better_sched = [s for s, c in sched_verdicts.items() if c.verdict == BETTER]
-sched_choice = (min(better_sched, key=final_val.get) if better_sched else
-                f"{final_val.idxmin()}（どれでもよい）")
+sched_pick = min(better_sched, key=final_val.get) if better_sched else final_val.idxmin()
+sched_choice = sched_pick if better_sched else f"{sched_pick}（どれでもよい）"
 sched_reason = ("constant と比べて最後の検証損失が「良くなる」もののうち、平均が最良" if better_sched else
                 "constant と比べて「良くなる」と判定されたスケジュールはなく、表示は平均が最良だったもの")
-drop_choice = top if drop_vs_0.verdict == BETTER else f"{d['val_loss'].idxmin():g}（差ははっきりしない）"
+drop_pick = top if drop_vs_0.verdict == BETTER else float(d["val_loss"].idxmin())
+drop_choice = drop_pick if drop_vs_0.verdict == BETTER else f"{drop_pick:g}（差ははっきりしない）"
+epochs_pick = int(overfit["best_epoch"].median())
 
 measured = {
     "ランク r": (chosen_r, f"α={ALPHA_REF} 固定で、平均が最良の r={best_fixed_r} と比べて「悪くなる」と判定されない最小の r（実験2）"),
@@ -1276,7 +1282,7 @@ measured = {
     "対象モジュール": (vals.idxmin(), f"平均の検証損失が最良（実験3）。{MODULE_KEYS[0]} と比べて「{module_verdicts[vals.idxmin()].word}」"
                                   if vals.idxmin() != MODULE_KEYS[0] else "平均の検証損失が最良（実験3）"),
     "学習率": (f"{best_lr:g}", "平均の検証損失が最良（実験4-1）"),
-    "エポック数": (f"{int(overfit['best_epoch'].median())}（または早期終了 patience=2）",
+    "エポック数": (f"{epochs_pick}（または早期終了 patience=2）",
               "検証損失が最小だったエポックのシードの中央値（実験4-2, 4-3）。シードごと: "
               + "、".join(str(e) for e in overfit["best_epoch"])),
     "スケジュール": (sched_choice, f"{sched_reason}（実験4-4）"),
@@ -1297,6 +1303,10 @@ other_values = qwen_start if TINY else {k: ("—", "tiny でこのページを�
 summary = pd.DataFrame([{"項目": k, f"{here}：測定から": v, "根拠（このページの測定）": why,
                          f"{other}：出発点": other_values[k][0], "理由": other_values[k][1]}
                         for k, (v, why) in measured.items()])
+# 「測定から」の列を、そのまま学習できる設定にしたもの（最後の節で、テスト用で一度だけ測ります）
+recommended = dict(lora_r=chosen_r, lora_alpha=best_alpha, target_modules=MODULE_SETS[vals.idxmin()],
+                   learning_rate=best_lr, num_train_epochs=epochs_pick, lr_scheduler_type=sched_pick,
+                   lora_dropout=drop_pick)
 summary
 
 # %% [markdown]
@@ -1308,6 +1318,119 @@ summary
 # 表とグラフを残しておけば、あとから「なぜこの設定にしたか」を説明できます。
 # ```
 #
+# ## 最後に一度だけ：推奨の設定をテスト用で測る
+#
+# このページの選択は、すべて検証データで行いました。r・α・対象モジュール・学習率・エポック数・スケジュール・ドロップアウトを選んだのも、
+# 早期終了が止めどきを決めたのも、学習用から取り分けた検証データ {glue:text}`l2_n_val` 件の検証損失です
+# （別の話題の20問、つまりレベル1の検証用 `heldout.jsonl` は、実験6で形式を測っただけです）。
+# 4-3 で見たように、選ぶのに使ったデータでの成績は実力より良く見えやすいので、選んだ設定を最後に、
+# **何を選ぶのにも使っていないデータ**で測ります。レベル1と同じ**テスト用**（`test.jsonl`、学習用にも検証用にも出てこない話題の20問）です。
+# このページでは、テスト用をここで初めて読み込みます。
+#
+# 上の表の「測定から」の列の設定（{glue:text}`l2_final_config`）で、ほかの実験と同じ学習データ・同じ学習シード
+# （{glue:text}`l2_final_seed`）で1回だけ学習し、学習した直後にテスト用で損失と答えの形式（実験6と同じ3段階）を一度だけ測ります。
+# 比べるために、同じモデルを検証データとレベル1の検証用でも測ります。
+
+# %%
+from course_lib.level1 import load_level1_test
+from course_lib.level2.final_test import split_scorer
+
+test_records = load_level1_test()  # テスト用はここで初めて読み込む（学習用・検証用と同じ質問がないことも検査する）
+test_ids = {r["id"] for r in test_records}
+# ここまでの実験の学習と検証に渡した例（watch_records が記録）に、テスト用の例は1つもないはず
+assert not test_ids & sweep.seen_ids, "テスト用の例を、設定を選ぶ実験に渡しています"
+
+
+def greedy_answers(peft_model, tokenizer, prompts):
+    """貪欲法の答え（実験6と同じ生成の設定）。"""
+    return [a[0] for a in sample_answers(peft_model, tokenizer, prompts, temperature=0, max_new_tokens=64,
+                                         progress=False)]
+
+
+# 推奨の設定で1回だけ学習し、アダプターを付けたまま3つのデータで測る（テスト用を測るのはこの1回だけ）
+final = sweep([dict(recommended, name="推奨の設定")], train_set, val_set, desc="final test",
+              evaluate=split_scorer({"validation": val_set, "heldout": heldout, "test": test_records},
+                                    greedy_answers)).iloc[0]
+
+
+def share(rate, n):
+    """割合を「k/n（%、Wilson の95%区間）」で表す。"""
+    k = round(rate * n)
+    lo, hi = wilson_interval(k, n)
+    return f"{k}/{n}（{rate:.0%}、95%区間 {lo:.0%}〜{hi:.0%}）"
+
+
+final_rows = [("検証データ（学習用から取り分け）", "validation", "設定選び・早期終了（検証損失）"),
+              ("レベル1の検証用（heldout.jsonl）", "heldout", "実験6の形式の測定"),
+              ("テスト用（test.jsonl）", "test", "この節で一度だけ")]
+final_table = pd.DataFrame([{"データ": label, "件数": final[f"{key}_n"], "このページでの使い道": use,
+                             "損失": final[f"{key}_loss"], "1行目【結論】": f"{final[f'{key}_line1_rate']:.0%}",
+                             "2行目【理由】": f"{final[f'{key}_line2_rate']:.0%}",
+                             "形式どおり": share(final[f"{key}_format_rate"], final[f"{key}_n"])}
+                            for label, key, use in final_rows])
+test_loss, heldout_loss, val_loss = final["test_loss"], final["heldout_loss"], final["validation_loss"]
+
+
+def than(a, b):
+    """損失 a が b と比べてどうだったかの文（表示する小数3桁で比べる）。"""
+    diff = round(a, 3) - round(b, 3)
+    return f"それより {abs(diff):.3f} {'高い' if diff > 0 else '低い'}値でした" if diff else "それと同じ値でした"
+
+
+glue_text("l2_final_config", (f"r = {chosen_r}、α = {best_alpha}、対象 {vals.idxmin()}、学習率 {best_lr:g}、"
+                              f"{epochs_pick} エポック、{sched_pick}、ドロップアウト {drop_pick:g}"))
+glue_text("l2_final_seed", f"シード{seed}")
+glue_text("l2_final_test_loss", f"{test_loss:.3f}")
+glue_text("l2_final_test_line2", share(final["test_line2_rate"], final["test_n"]))
+glue_text("l2_final_test_format", share(final["test_format_rate"], final["test_n"]))
+# 1行目と2行目は形に合っているのに形式どおりでない答えと、そのうち3行目以降も書いた答え
+test_lines = [a.split("\n") for a in final["test_answers"]]
+near = [ls for ls, a in zip(test_lines, final["test_answers"])
+        if len(ls) > 1 and ls[0].startswith("【結論】") and ls[1].startswith("【理由】") and not follows_format(a)]
+n_more = sum(len(ls) > 2 for ls in near)
+glue_text("l2_final_test_near", f"{len(near)} 問で、そのうち2行で止まらずに3行目以降も書いていた答えは {n_more} 問でした"
+          if near else "ありませんでした")
+glue_text("l2_final_heldout", f"損失 {heldout_loss:.3f}、形式どおり {share(final['heldout_format_rate'], final['heldout_n'])}")
+glue_text("l2_final_vs_heldout", than(test_loss, heldout_loss))
+glue_text("l2_final_val_loss", f"{val_loss:.3f}")
+glue_text("l2_final_vs_val", than(test_loss, val_loss))
+glue_text("l2_final_seen", len(sweep.seen_ids))
+glue_text("l2_final_seen_ids", ",".join(sorted(sweep.seen_ids)))  # 本文には出さない（コースの自動テストが読む記録）
+glue_text("l2_final_test_ids", ",".join(final["test_ids"]))
+print(f"推奨の設定: {final['steps']} ステップ、学習 {final['seconds']:.1f} 秒")
+final_table.style.hide(axis="index").format(precision=3).set_properties(**{"text-align": "left"})
+
+# %% [markdown]
+# **読み取り方**（このページの実行の値です）：推奨の設定のテスト用での損失は {glue:text}`l2_final_test_loss`、
+# 2行目が【理由】で始まった答えは {glue:text}`l2_final_test_line2`、形式どおりだった答えは {glue:text}`l2_final_test_format` でした
+# （形式どおりに数えるのは、実験6と同じく、2行で過不足なく終わり、各行が10〜60文字の答えだけです）。
+# 1行目が【結論】、2行目が【理由】で始まっているのに形式どおりでなかった答えは {glue:text}`l2_final_test_near`。
+# この設定の成績として報告するのは、このテスト用の数字です。
+#
+# - レベル1の検証用（テスト用と同じく、学習用に出てこない話題の20問）では {glue:text}`l2_final_heldout` で、
+#   テスト用の損失は {glue:text}`l2_final_vs_heldout`。2つは質問が違うので、同じ例どうしを対にした比較はできません。
+#   20問では形式の割合の区間も広く、学習も1つのシードの1回だけなので、この差の向きだけから結論は出しません。
+# - 学習用から取り分けた検証データの損失は {glue:text}`l2_final_val_loss` で、テスト用の損失は {glue:text}`l2_final_vs_val`。
+#   検証データは学習データと同じ `train.jsonl` から取り分けた質問なので、新しい話題のテスト用と同じ大きさになるとは限りません。
+#
+# このページの**どの設定選びも早期終了も、テスト用を見ていません**。実験の学習と検証に渡した {glue:text}`l2_final_seen` 件の例に
+# テスト用の例が1件もないことは、上のセルで確かめました（`watch_records` が、実験に渡した例の id を記録しています）。
+# この数字を見たあとで設定を選び直すと、テスト用も「選ぶのに使ったデータ」になってしまうので、ここで設定は変えません。
+
+# %% [markdown]
+# ```{admonition} 確認クイズ
+# :class: note
+# 1. テスト用の形式どおりの割合が思ったより低かったので、学習率を変えて、もう一度テスト用で測って良いほうを選びたくなりました。何が問題ですか。
+# 2. このページで、エポック数や早期終了の止めどきを決めるのに使ったのはどのデータですか。
+# ```
+#
+# ```{admonition} 答え
+# :class: dropdown
+# 1. テスト用を見て設定を選ぶことになり、テスト用も「選ぶのに使ったデータ」になります。その設定のテスト用での成績は、実力より良く見えやすくなります。設定を比べ直すなら検証データで行い、テスト用は最後に一度だけ測ります。
+# 2. 学習用から取り分けた検証データ（検証損失）です。テスト用は、この節で一度だけ使いました。
+# ```
+
+# %% [markdown]
 # ## 練習問題
 #
 # **基本1**：r=64・7モジュールのとき、Qwen3-0.6B の LoRA パラメータ数はいくつになるでしょうか。まず手で計算し、
@@ -1447,6 +1570,8 @@ print(f"レベル3（{loaded.profile}）の設定: {l3_modules} / lr {l3.learnin
 # - スケジュールによる最良の検証損失の幅（{glue:text}`l2_sched_range`）は、学習率による幅（{glue:text}`l2_lr_range`）より {glue:text}`l2_sched_vs_lr` 値でした。
 #   {glue:text}`l2_priority`。
 #   r を変えるときは α を固定し（Hu et al. 2021）、大きな r では rsLoRA も候補になります。
+# - 設定はすべて検証データで選び、選んだ設定だけを最後にテスト用で一度だけ測りました（損失 {glue:text}`l2_final_test_loss`、
+#   形式どおり {glue:text}`l2_final_test_format`）。
 # - 計算コストは主に系列長とバッチサイズで決まり、Qwen3-0.6B でも r=16 のアダプターは全体の約1.7%です。
 # - このページの計算時間：{glue:text}`l2_elapsed`。
 #
@@ -1462,6 +1587,8 @@ assert by_len.loc[longest, "sec_per_step"] > 2 * by_len.loc[shortest, "sec_per_s
 assert by_len.loc[longest, "peak_memory_mb"] > by_len.loc[shortest, "peak_memory_mb"] + 20, "長い系列ほどメモリを使う"
 assert len(SEEDS) >= (2 if quick else 3), "比較は複数の学習シードで繰り返す"
 assert set(rank_seeds["seed"]) == set(SEEDS) == set(sched_seeds["seed"]) == set(dropout_seeds["seed"]), "どの比較も全シード"
+assert not test_ids & sweep.seen_ids, "練習問題の学習も含め、テスト用の例はどの実験にも渡していない"
+assert final["test_ids"] == tuple(r["id"] for r in test_records) and final["test_n"] == 20, "テスト用の20問すべてを測った"
 if TINY:
     # 実験1：ランク（シードの平均と、シードをまたいだ判定）
     assert rank_mean.iloc[0] > rank_mean.min() + 0.1, "いちばん小さい r は明らかに不利だった"

@@ -14,6 +14,8 @@ One noun per module:
   that a bar chart's value axis starts at 0 (``bars_start_at_zero``).
 - :mod:`.tables`: the tables as the page shows them: Japanese headers, rounded numbers.
 - :mod:`.explorer`: the ipywidgets explorer (sliders in JupyterLab, one figure elsewhere).
+- :mod:`.final_test`: the final test. The recommended setting scored once on the test split
+  (``split_scorer``), and the record of which examples the sweeps were given (``watch_records``).
 
 Sweep configs and table columns carry the names learners meet again in PEFT
 (``lora_r``, ``lora_alpha``, ``lora_dropout``, ``target_modules``) and in

@@ -185,3 +185,71 @@ def test_level2_bar_check_ran_without_error(executed_lesson):
     _, nb = executed_lesson(LESSON)
     cells = [c for c in nb.cells if c.cell_type == "code" and "bars_start_at_zero(fig)" in c.source]
     assert cells and all(_ran(c) and not _errors(c) for c in cells), "every bar chart was checked and starts at 0"
+
+
+# --------------------------------------------------------------------------- the test split (issue 17)
+
+FINAL_HEADING = "## 最後に一度だけ：推奨の設定をテスト用で測る"
+
+
+def _file_ids(split: str) -> list[str]:
+    """Ids of a level-1 split, read straight from its JSONL file (not through the course's loaders)."""
+    import json
+
+    from course_lib.paths import DATASETS_DIR
+
+    with open(DATASETS_DIR / "level1" / f"{split}.jsonl", encoding="utf-8") as f:
+        return [json.loads(line)["id"] for line in f if line.strip()]
+
+
+def _sweep_calls(cells):
+    """(cell index, validation argument) of every ``sweep(...)`` and ``run_seeds(sweep, ...)`` call."""
+    import ast
+
+    for i, cell in cells:
+        tree = ast.parse("\n".join(l for l in cell.source.splitlines() if not l.lstrip().startswith(("%", "!"))))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                position = {"sweep": 2, "run_seeds": 3}.get(node.func.id)
+                if position is not None:
+                    yield i, ast.unparse(node.args[position])
+
+
+@pytest.mark.notebook
+def test_level2_test_split_is_measured_once_at_the_end_and_the_sweeps_used_validation(executed_lesson):
+    _, nb = executed_lesson(LESSON)
+    heading = [i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and FINAL_HEADING in c.source]
+    assert len(heading) == 1, "the page has one section that measures the recommended setting on the test split"
+    start = heading[0]
+    code = [(i, c) for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+
+    # the source: the test split is loaded once, in that section, after the recommendation was made;
+    # every sweep on the page (the experiments, the exercises and the final run) validates on val_set
+    loads = [i for i, c in code if "load_level1_test" in c.source]
+    assert len(loads) == 1 and loads[0] > start, "the test split is read only in the final section"
+    assert not any("test_records" in c.source for i, c in code if i < start)
+    assert next(i for i, c in code if "recommended = dict(" in c.source) < start, "chosen before the test split is read"
+    calls = list(_sweep_calls(code))
+    assert len(calls) >= 10 and {v for _, v in calls} == {"val_set"}, calls
+    final_cell = nb.cells[loads[0]]
+    assert _ran(final_cell) and not _errors(final_cell), "the section's checks (no test id given to a sweep) passed"
+
+    # the run: the sweeps were given training and validation records of train.jsonl only, never a test or
+    # level-1 validation record, and the final run measured exactly the 20 test ids
+    glued = _glued(nb)
+    test_ids, train_ids = _file_ids("test"), set(_file_ids("train"))
+    seen = set(glued["l2_final_seen_ids"].split(","))
+    assert glued["l2_final_test_ids"].split(",") == test_ids and len(test_ids) == 20
+    assert seen <= train_ids and len(seen) == len(train_ids), "the sweeps saw the 48 training + 12 validation records"
+    assert not seen & set(test_ids) and not seen & set(_file_ids("heldout"))
+    assert glued["l2_final_seen"] == str(len(seen))
+
+    # the page: the table beside the validation numbers, and the sentence that the test split chose nothing
+    html = "".join(o.get("data", {}).get("text/html", "") if isinstance(o.get("data", {}).get("text/html", ""), str)
+                   else "".join(o["data"]["text/html"]) for o in final_cell.get("outputs", []))
+    for header in ("データ", "件数", "このページでの使い道", "損失", "2行目【理由】", "形式どおり",
+                   "テスト用（test.jsonl）", "検証データ（学習用から取り分け）"):
+        assert header in html, header
+    assert glued["l2_final_test_loss"] in html, "the prose quotes the table's test loss"
+    section = "\n".join(c.source for c in nb.cells[start:] if c.cell_type == "markdown")
+    assert "どの設定選びも早期終了も、テスト用を見ていません" in section

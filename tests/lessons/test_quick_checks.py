@@ -21,7 +21,7 @@ GLUE_CALL = re.compile(r"\bglue(?:_text)?\(\s*\"([A-Za-z0-9_]+)\"")
 
 # the main sections that end with a quick check (the start of their H2 heading)
 SECTIONS = {
-    "level2_parameters": ["0. 準備", "実験1", "実験2", "実験3", "実験4", "実験5", "実験6", "コストの増え方"],
+    "level2_parameters": ["0. 準備", "実験1", "実験2", "実験3", "実験4", "実験5", "実験6", "コストの増え方", "最後に一度だけ"],
     "level3_loop": ["2. 課題とデータ", "4. ループを実行する", "6. 段階ごとの指標", "7. グラフで見る", "8. 段階を比べる",
                     "9. リプレイの効果", "10. 採点者はどこまで信頼できるか"],
 }
