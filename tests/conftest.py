@@ -16,6 +16,29 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "browser: needs headless chromium")
 
 
+BOOK_RUN = pytest.StashKey()  # the session's background lesson run (tests/book_run.py)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Tests that read the executed book go last, and the book starts executing now, in a background
+    process: the unit tests run meanwhile instead of waiting for ~15 minutes of lessons."""
+    needs_book = ["executed_book" in getattr(item, "fixturenames", ()) for item in items]
+    if not any(needs_book) or config.option.collectonly:
+        return
+    items[:] = [i for i, b in zip(items, needs_book) if not b] + [i for i, b in zip(items, needs_book) if b]
+    from book_run import BookRun
+
+    run = BookRun(config._tmp_path_factory.mktemp("executed-book"))
+    run.start()
+    config.stash[BOOK_RUN] = run
+
+
+def pytest_sessionfinish(session, exitstatus):
+    run = session.config.stash.get(BOOK_RUN, None)
+    if run is not None:
+        run.stop()  # only does something when the session ended before the run did
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
@@ -90,28 +113,17 @@ def fresh_course_model(course_model):
 
 
 @pytest.fixture(scope="session")
-def executed_book(tmp_path_factory):
+def executed_book(request):
     """Every lesson executed once per session (quick, tiny model, rubric judge) into a
-    temporary copy of the book, the way CI and ``make course`` run them.
+    temporary copy of the book, the way CI and ``make course`` run them (``tests/book_run.py``).
 
-    Lesson tests read their executed notebook from here instead of running it again.
-    Returns (book_root, RunReport).
+    The run started in the background when collection found a test that needs it; the tests
+    that use this fixture run last and wait here for it. Returns (book_root, RunReport).
     """
-    import shutil
-
-    from course_lib.paths import REPO_ROOT
-    from course_lib.publish.runner import run_all
-
-    root = tmp_path_factory.mktemp("book-build")
-    # Level 3's stages go to a fresh folder: a run left in runs/level3 by older code must not pass the tests.
-    os.environ["COURSE_RUNS_DIR"] = str(tmp_path_factory.mktemp("runs-level3"))
-    for name in ("_config.yml", "_toc.yml"):
-        shutil.copy(REPO_ROOT / name, root / name)
-    shutil.copytree(REPO_ROOT / "book", root / "book", ignore=shutil.ignore_patterns("executed", "_build"))
-    # A cache of its own: the session never reuses (or fills) the user's executed lessons.
-    report = run_all({"model_profile": "tiny", "judge": "rubric", "quick": True, "seed": 0}, root / "book" / "executed",
-                     cache_dir=tmp_path_factory.mktemp("executed-cache"))
-    return root, report
+    run = request.config.stash.get(BOOK_RUN, None)
+    if run is None:
+        pytest.fail("the executed book was not started at collection (tests/conftest.py)")
+    return run.wait()
 
 
 @pytest.fixture(scope="session")

@@ -178,12 +178,13 @@ def write_arms_report(arms: Mapping, comparison, out_dir: Path | str | None = No
     out = Path(out_dir) if out_dir is not None else report_dir(first)
     out.mkdir(parents=True, exist_ok=True)
     summary = arm_summary(arms)
+    names = stage_names(first.config)
     plots = {"accuracy": _save_figure(lambda ax: plot_arm_accuracy(summary, ax=ax), out / ARMS_PLOTS["accuracy"], (8, 4)),
              "differences": _save_figure(lambda ax: plot_arm_differences(comparison, ax=ax), out / ARMS_PLOTS["differences"],
                                          (8, 0.6 * max(3, len(comparison.per_seed)) + 1))}
     table = pd.DataFrame({
         "更新ルール": summary["arm"].map(RULE_JA), "学習シード": summary["seed"],
-        "段階": summary["stage"].map(lambda s: stage_names(first.config).get(s, s)),
+        "段階": summary["stage"].map(lambda s: names.get(s, s)),
         "正答率（95%区間）": [f"{a:.1%} [{lo:.1%}, {hi:.1%}]" for a, lo, hi in
                         zip(summary["accuracy"], summary["accuracy_lo"], summary["accuracy_hi"])],
         "有害提案率（95%区間）": [f"{a:.1%} [{lo:.1%}, {hi:.1%}]" for a, lo, hi in

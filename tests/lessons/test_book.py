@@ -5,7 +5,6 @@ student's own build in book/executed/ is never touched.
 """
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys

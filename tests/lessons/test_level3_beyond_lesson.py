@@ -5,16 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
-
-
-def _text(nb) -> str:
-    out = []
-    for c in nb.cells:
-        out.append(c.source)
-        for o in c.get("outputs", []):
-            out.append(o.get("text", "") if o.get("output_type") == "stream" else
-                       "".join(str(o.get("data", {}).get(k, "")) for k in ("text/plain", "text/html", "text/markdown")))
-    return "\n".join(out)
+from _cells import text as page_text
 
 
 @pytest.mark.notebook
@@ -26,7 +17,7 @@ def test_level3_beyond_notebook_runs_without_noise(executed_lesson):
     assert not streams, "stderr in the book: " + " | ".join(o["text"][:200] for o in streams)
     images = sum(1 for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if "image/png" in o.get("data", {}))
     assert images >= 3  # arms' accuracy, paired differences, the DPO loss
-    text = _text(nb)
+    text = page_text(nb)
     assert "医療上の助言ではありません" in text and "../original_experiment.md" in text
     assert "seed 000" not in text.lower()
     assert "Qwen3-0.6B の結果**ではありません**" in text  # the tiny model is labelled as such
@@ -35,7 +26,7 @@ def test_level3_beyond_notebook_runs_without_noise(executed_lesson):
 @pytest.mark.notebook
 def test_level3_beyond_arms_share_a_step_budget_and_glue_every_claim(executed_lesson):
     _, nb = executed_lesson("level3_beyond")
-    text = _text(nb)
+    text = page_text(nb)
     for rule in ("修正SFT（元の実験）", "自己蒸留（自分の正解で SFT）", "DPO（選好ペア）"):
         assert rule in text, f"{rule} is not on the page"
     intervals = re.findall(r"\[(-?\d+\.\d)%, (-?\d+\.\d)%\]", text)
@@ -54,7 +45,7 @@ def test_level3_beyond_arms_share_a_step_budget_and_glue_every_claim(executed_le
 def test_level3_beyond_training_table_spends_the_same_steps(executed_lesson):
     """Every arm's iteration trains for the corrective budget: the page checks it and says so."""
     _, nb = executed_lesson("level3_beyond")
-    text = _text(nb)
+    text = page_text(nb)
     assert "すべての反復で、ステップ数は予算（修正 SFT のステップ数）と同じです。" in text
     assert "予算と違うステップ数の反復があります" not in text.replace('"予算と違うステップ数の反復があります。"', "")
 

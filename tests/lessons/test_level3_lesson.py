@@ -5,16 +5,7 @@ import json
 import re
 
 import pytest
-
-
-def _text(nb) -> str:
-    out = []
-    for c in nb.cells:
-        out.append(c.source)
-        for o in c.get("outputs", []):
-            out.append(o.get("text", "") if o.get("output_type") == "stream" else
-                       str(o.get("data", {}).get("text/plain", "")) + str(o.get("data", {}).get("text/html", "")))
-    return "\n".join(out)
+from _cells import text as page_text
 
 
 @pytest.mark.notebook
@@ -39,7 +30,7 @@ def test_level3_notebook_runs(executed_book, executed_lesson):
 @pytest.mark.notebook
 def test_level3_page_has_no_zero_width_interval_and_glues_every_claim(executed_lesson):
     _, nb = executed_lesson("level3_loop")
-    text = _text(nb)
+    text = page_text(nb)
     intervals = re.findall(r"\[(-?\d+\.\d)%, (-?\d+\.\d)%\]", text)
     assert intervals, "the tables show intervals"
     assert not [i for i in intervals if i[0] == i[1]], "a zero-width interval is on the page"
@@ -52,7 +43,7 @@ def test_level3_page_has_no_zero_width_interval_and_glues_every_claim(executed_l
 @pytest.mark.notebook
 def test_level3_hand_run_iteration_matches_run_loop_and_solutions_execute(executed_lesson):
     _, nb = executed_lesson("level3_loop")
-    text = _text(nb)
+    text = page_text(nb)
     assert "def build_iteration_data" in text  # the selection's source is printed on the page
     assert "run_loop の選択と同じです" in text  # the hand-run check passed (it asserts)
     hidden = [c for c in nb.cells if "hide-cell" in c.metadata.get("tags", [])]
