@@ -19,9 +19,9 @@
 #   何を変えるのかを、説明を読むのではなく**自分で測って**確かめる。1回の学習の結果がどれだけ揺れるか（学習シードによるばらつき）を見たうえで、
 #   測った表から出発点になる設定を選べるようになる
 # - **前提知識**: レベル0（環境の確認）とレベル1（LoRA の基礎：アダプターを付けて学習し、損失曲線を読む）
-# - **所要時間**: 読むのに約60分。計算は、同じ比較を学習シードを変えて3回ずつ行うので、CPU で10分ほどかかります
-#   （2026年11月29日、このコースの作成時に、ほぼ空いている2コアの計算機・1スレッドで tiny を測ったところ、
-#   `quick=False` で約9.6分、シードを2つに減らし格子も小さくする `quick=True` で約2.9分でした）。
+# - **所要時間**: 読むのに約60分。計算では、同じ比較を学習シードを変えて繰り返すので、短い学習を何十回も行います。
+#   この本を作ったときの実行では {glue:text}`l2_elapsed` でした（学習・生成などの内訳は[実行状況](report.md)のページにあります）。
+#   tiny を CPU で動かすときは、1回の掃引（sweep）の学習を2つのワーカープロセス（worker process）で同時に進めます。
 #   あなたの環境で実際にかかった時間は、ページの最後に表示します
 # ```
 #
@@ -153,6 +153,8 @@ LR_FACTORS = [0.1, 1, 3] if quick else [0.1, 0.3, 1, 3]
 live = running_in_jupyterlab()  # JupyterLab で開いているときだけ進捗バーとウィジェットを出す
 gc.freeze()  # 読み込み済みのライブラリとモデルを GC の見回りから外す（各学習の前の gc.collect が速くなる）
 cache = {}  # 同じ設定・同じシードの学習は一度だけ（実験どうしで結果を共有）
+# tiny を CPU で動かすとき、run_sweep は1回の掃引の学習を2つのワーカープロセスに分けて同時に進めます。
+# 各学習は自分でシードを決めるので、表は1つずつ順に学習したとき（workers=1）と同じになります
 # watch_records: 実験に渡した学習データと検証データの id を覚えておく（最後に、テスト用を一度も渡していないことを確かめる）
 sweep = watch_records(partial(run_sweep, model, tokenizer, progress=live, defaults=REF, seed=seed, cache=cache))
 
@@ -935,7 +937,9 @@ ab_configs = [dict(name=A_NAME, lora_r=16, lora_alpha=32, num_train_epochs=5, **
               dict(name=B_NAME, lora_r=12, lora_alpha=24, num_train_epochs=4, **ab_common)]
 ab_table = sweep(ab_configs, train_set, val_set, evaluate=answer_quality, desc="A/B")  # シード seed：形式も測る
 ab_all = pd.concat([ab_table.assign(seed=seed)]
-                   + ([run_seeds(sweep, ab_configs, train_set, val_set, SEEDS[1:], desc="A/B")] if len(SEEDS) > 1 else []),
+                   # workers=1: 学習時間を比べるので、2つの学習を同時に走らせない
+                   + ([run_seeds(sweep, ab_configs, train_set, val_set, SEEDS[1:], desc="A/B", workers=1)]
+                      if len(SEEDS) > 1 else []),
                    ignore_index=True)
 glue_text("l2_ab_seed", seed)
 QUALITY = {"line1_ok": "1行目【結論】", "line2_ok": "2行目【理由】", "format_rate": "形式どおり"}
