@@ -19,18 +19,25 @@ def pytest_configure(config):
 BOOK_RUN = pytest.StashKey()  # the session's background lesson run (tests/book_run.py)
 
 
+def _needs_book(item) -> bool:
+    return "executed_book" in getattr(item, "fixturenames", ())
+
+
+@pytest.hookimpl(trylast=True)  # after -k / -m have deselected what will not run
 def pytest_collection_modifyitems(session, config, items):
-    """Tests that read the executed book go last, and the book starts executing now, in a background
-    process: the unit tests run meanwhile instead of waiting for ~15 minutes of lessons."""
-    needs_book = ["executed_book" in getattr(item, "fixturenames", ()) for item in items]
-    if not any(needs_book) or config.option.collectonly:
+    """Tests that read the executed book go last: the unit tests run while it executes."""
+    items[:] = [i for i in items if not _needs_book(i)] + [i for i in items if _needs_book(i)]
+
+
+def pytest_collection_finish(session):
+    """The book starts executing now, in a background process, if a selected test needs it."""
+    if session.config.option.collectonly or not any(_needs_book(i) for i in session.items):
         return
-    items[:] = [i for i, b in zip(items, needs_book) if not b] + [i for i, b in zip(items, needs_book) if b]
     from book_run import BookRun
 
-    run = BookRun(config._tmp_path_factory.mktemp("executed-book"))
+    run = BookRun(session.config._tmp_path_factory.mktemp("executed-book"))
     run.start()
-    config.stash[BOOK_RUN] = run
+    session.config.stash[BOOK_RUN] = run
 
 
 def pytest_sessionfinish(session, exitstatus):
