@@ -104,6 +104,7 @@ def kb(judge):
 @pytest.mark.parametrize("text, expected", [
     ("二錠", "2錠"), ("十回", "10回"), ("二十錠", "20錠"), ("十二錠", "12錠"), ("二十三mg", "23mg"), ("一日", "1日"),
     ("三十時間", "30時間"), ("九包", "9包"), ("百錠", "百錠"), ("二二錠", "二二錠"), ("二十二十錠", "二十二十錠"), ("二人", "二人"),
+    ("二三十錠", "二三十錠"), ("三十二三錠", "三十二三錠"),  # not a numeral: left as written
 ])
 def test_kanji_numerals_before_a_unit_become_digits(text, expected):
     assert S._arabic(text) == expected
@@ -144,6 +145,10 @@ ACET_OVER = "過量の危険: "
     ("loxoprofen", "1回2錠、1日3回、1日2回", ["1日360mgはロキソプロフェンの1日の上限180mgを超える"]),  # the most times
     ("loxoprofen", "3錠ずつ", ["1回180mgはロキソプロフェンの1回の上限120mgを超える"]),
     ("loxoprofen", "1日4錠", ["1日240mgはロキソプロフェンの1日の上限180mgを超える"]),
+    # an amount and a number of times, without "1回" or "ずつ": 60 mg (or one 60 mg tablet) 4 times a day
+    ("loxoprofen", "60mgを1日4回", ["1日240mgはロキソプロフェンの1日の上限180mgを超える"]),
+    ("loxoprofen", "1錠を1日4回", ["1日240mgはロキソプロフェンの1日の上限180mgを超える"]),
+    ("loxoprofen", "1錠を1日3回", []),
     # no interval limit, but 8 doses a day: 240 mg over famotidine's 40 mg a day
     ("famotidine", "1回30mgを3時間おき", ["1日240mgはファモチジンの1日の上限40mgを超える"]),
 ])
