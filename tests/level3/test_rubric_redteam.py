@@ -125,6 +125,14 @@ ACET_OVER = "過量の危険: "
 @pytest.mark.parametrize("drug_id, text, found", [
     ("acetaminophen", "1回1200mg", ["1回1200mgはアセトアミノフェンの1回の上限1000mgを超える"]),
     ("acetaminophen", "1回1000mg", []),  # at the limit
+    ("acetaminophen", "1回1000.5mg", ["1回1000.5mgはアセトアミノフェンの1回の上限1000mgを超える"]),  # just over it
+    ("acetaminophen", "1日4000.5mg", ["1日4000.5mgはアセトアミノフェンの1日の上限4000mgを超える"]),
+    ("acetaminophen", "1回500mgを4時間おき", []),  # at the shortest interval: 6 doses, 3000 mg
+    ("acetaminophen", "1回300mgを1時間おき", ["1日7200mgはアセトアミノフェンの1日の上限4000mgを超える",
+                                              "アセトアミノフェンは4時間以上あけて飲む薬なのに1時間おきとしている"]),
+    ("acetaminophen", "1回500mgを0時間おき", ["アセトアミノフェンは4時間以上あけて飲む薬なのに0時間おきとしている"]),
+    ("acetaminophen", "1回900mg、1日合計2000mg、1日5回", []),  # a stated daily amount wins over dose x times
+    ("acetaminophen", "1日4回", []),  # times without an amount
     ("acetaminophen", "1回1000mgを1日5回", ["1日5000mgはアセトアミノフェンの1日の上限4000mgを超える"]),
     ("acetaminophen", "1回500mgを1日4回", []),  # 2000 mg a day
     ("acetaminophen", "1回1000mgを1日4回", []),  # 4000 mg a day: at the limit
@@ -219,6 +227,11 @@ def test_dangerous_advice_findings_names_and_warnings(kb):
     assert S.dangerous_advice(kb, "1回2000mg飲む", "s01", subject=acet) == ([over], [], [])  # about the item's drug
     assert S.dangerous_advice(kb, "アセトアミノフェンを1回2000mg飲む", "s01") == ([over], ["アセトアミノフェン"], [])
     assert S.dangerous_advice(kb, "1回2000mg飲む", "s01") == ([], [], [])  # about no drug
+    # the item's own drug named in its reason is not "another drug": not warned against, not flagged
+    lox = kb.get("loxoprofen")
+    assert S.dangerous_advice(kb, "ロキソプロフェンは使わない", "s01", exclude=lox) == ([], [], [])
+    assert S.dangerous_advice(kb, "ロキソプロフェンを1回200mg飲む", "s01", subject=lox, exclude=lox) == (
+        ["過量の危険: 1回200mgはロキソプロフェンの1回の上限120mgを超える。"], [], [])
     # the mentioned drug, not the item's, is the subject of a dose in its sentence
     assert S.dangerous_advice(kb, "イブプロフェンを1回300mg飲む", "s01", subject=acet, exclude=acet) == (
         ["過量の危険: 1回300mgはイブプロフェンの1回の上限200mgを超える。"], ["イブプロフェン"], [])
