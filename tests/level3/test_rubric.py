@@ -730,6 +730,7 @@ def test_mentions_of_the_items_own_drug_route_or_class_are_left_out(judge):
         return [(m.drug.id, m.kind) for m in mentions(judge.index, text, default="neutral", exclude=judge.index.get(own))]
 
     assert kinds("ロキソニンを飲む", "loxoprofen") == []
+    assert kinds("ロキソニンかアセトアミノフェンを飲む", "loxoprofen") == [("acetaminophen", "recommend")]  # read on
     assert kinds("ロキソニンテープを貼る", "loxoprofen") == []  # its skin-applied form
     assert kinds("ロキソプロフェンを飲む", "loxoprofen_topical") == []  # and the other way round
     assert kinds("胃にやさしいNSAIDsです", "celecoxib") == []  # its own class, describing it
