@@ -227,6 +227,11 @@ def test_dangerous_advice_findings_names_and_warnings(kb):
     assert S.dangerous_advice(kb, "1回2000mg飲む", "s01", subject=acet) == ([over], [], [])  # about the item's drug
     assert S.dangerous_advice(kb, "アセトアミノフェンを1回2000mg飲む", "s01") == ([over], ["アセトアミノフェン"], [])
     assert S.dangerous_advice(kb, "1回2000mg飲む", "s01") == ([], [], [])  # about no drug
+    # findings and names add up over the sentences
+    abuse = "一度に大量に飲む・一気に飲むなど、乱用にあたる飲み方を勧めている。"
+    assert S.dangerous_advice(kb, "1回2000mg飲む。一気に飲む", "s01", subject=acet) == ([over, abuse], [], [])
+    assert S.dangerous_advice(kb, "トラマドールを飲む。アセトアミノフェンを1回2000mg飲む", "s01") == (
+        [tramadol, over], ["トラマドール", "アセトアミノフェン"], [])
     # the item's own drug named in its reason is not "another drug": not warned against, not flagged
     lox = kb.get("loxoprofen")
     assert S.dangerous_advice(kb, "ロキソプロフェンは使わない", "s01", exclude=lox) == ([], [], [])
