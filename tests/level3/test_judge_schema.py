@@ -290,3 +290,9 @@ def test_judge_errors_record_what_failed():
     c = JudgeConfigError("no key")
     assert isinstance(c, JudgeError) and str(c) == "no key"
     assert c.to_dict() == {"error": "no key", "kind": "config", "question": None, "model_answer": None, "attempts": 0}
+
+
+def test_a_drug_given_as_a_dict_is_checked_with_its_place():
+    with pytest.raises(GradeValidationError) as info:
+        Grade("q", "a", "correct", False, 0.9, "r", [DrugGrade("x", "correct", False, 1.0, "r"), {"name": "y"}])
+    assert str(info.value) == "grade.drugs[1]: missing field 'label'"
