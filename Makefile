@@ -56,7 +56,7 @@ MUTANTS ?=
 MUTATION_JOBS ?= 1
 mutation: $(STAMP)
 	nice -n 10 $(VENV)/bin/mutmut run --max-children $(MUTATION_JOBS) $(MUTANTS)
-	@$(VENV)/bin/mutmut results --all | sed -E 's/^ *([A-Za-z0-9_.]+)\.x[^:]*: (.*)$$/\1 \2/' | awk \
+	@$(VENV)/bin/mutmut results --all true | sed -E 's/^ *([A-Za-z0-9_.]+)\.x[^:]*: (.*)$$/\1 \2/' | awk \
 	  '$$2 != "not" && $$2 != "skipped" {n[$$1]++; if ($$2 == "killed" || $$2 == "timeout") k[$$1]++} \
 	   END {for (m in n) printf "%-40s %4d/%-4d killed  %5.1f%%\n", m, k[m], n[m], 100 * k[m] / n[m]}' | sort
 	# what mutmut cannot mutate (decorated functions such as generate.sample_answers): issue 19's bugs, by hand
