@@ -23,9 +23,9 @@ import ctypes
 import gc
 import hashlib
 import math
-from pathlib import Path
 from dataclasses import dataclass, fields
 from functools import partial
+from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
 import pandas as pd
