@@ -419,8 +419,7 @@ def run_sweep(base_model, tokenizer, configs: Iterable[Mapping], train: Sequence
             row, h = cache[key]
             row = {**row, "name": spec.name}
         rows.append(row)
-        histories.append(h.drop(columns=["run", "name"], errors="ignore").assign(run=i, name=spec.name)
-                         [["run", "name", *[c for c in h.columns if c not in ("run", "name")]]])
+        histories.append(h.assign(run=i, name=spec.name)[["run", "name", *h.columns]])
     table = SweepTable(rows)
     table.histories = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame()
     return table
