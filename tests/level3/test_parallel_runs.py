@@ -74,7 +74,9 @@ def test_two_runs_in_workers_equal_the_serial_runs(tiny, tmp_path):
         cols = ["stage", "split", "item_id", "sample", "answer"]
         assert p.generations[cols].equals(s.generations[cols])
         assert p.grades["score"].tolist() == s.grades["score"].tolist()
-    # the shared stages were computed once, by the first run, and copied by the second
-    assert par[0].reused == {"baseline": "computed", "iter0": "computed", "iter1": "computed"}
-    assert par[1].reused["iter0"].startswith("copied from") and par[1].reused["iter1"] == "computed"
+    # each shared stage was computed once, by whichever worker claimed it first, and copied by the other
+    for stage in ("baseline", "iter0"):
+        ways = sorted(r.reused[stage].split(" from ")[0] for r in par)
+        assert ways == ["computed", "copied"], (stage, [r.reused for r in par])
+    assert par[0].reused["iter1"] == "computed" and par[1].reused["iter1"] == "computed"
     assert not list((tmp_path / "par" / ".claims").iterdir())
