@@ -1,8 +1,9 @@
 """Hand-made mutations for what mutmut 3 cannot mutate, run against the unit tests (``make mutation``).
 
 mutmut skips decorated functions and properties, and ``generate.sample_answers`` (``@torch.no_grad``,
-``@timed_function``) is one of them. This script makes the one-line bugs issue 19 found by hand, one at
-a time: it forks a process that has imported torch, transformers and the course, re-executes the changed
+``@timed_function``) is one of them; the decoding loop it calls (``decode_batch``, ``pick_next_tokens``)
+is not decorated, so mutmut mutates that. This script makes the one-line bugs issue 19 found by hand, one
+at a time: it forks a process that has imported torch, transformers and the course, re-executes the changed
 module source in place (rebinding the names other modules imported from it), and runs the unit tests
 that should fail. Each line of output says KILLED (a test failed), SURVIVED, or ERROR (the change no
 longer applies to the source: update its text here).
@@ -26,13 +27,16 @@ from transformers import GenerationMixin, PreTrainedModel, TrainerCallback  # no
 
 # (file under course_lib/, exact text, its replacement, the bug it stands for)
 GENERATION = [
- ("generate.py", 'new_tokens = out[:, enc["input_ids"].shape[1]:]', 'new_tokens = out[:, 0:]', "prompt returned with the answer"),
- ("generate.py", 'new_tokens = out[:, enc["input_ids"].shape[1]:]', 'new_tokens = out[:, enc["input_ids"].shape[1] + 1:]', "first new token dropped"),
- ("generate.py", 'kwargs = dict(max_new_tokens=max_new_tokens,', 'kwargs = dict(max_new_tokens=max_new_tokens + 5,', "max_new_tokens + 5"),
- ("generate.py", 'kwargs = dict(max_new_tokens=max_new_tokens,', 'kwargs = dict(max_new_tokens=max(1, max_new_tokens - 5),', "max_new_tokens - 5"),
- ("generate.py", 'do_sample=True, temperature=temperature,', 'do_sample=True, temperature=1.0,', "temperature ignored"),
- ("generate.py", 'top_p=top_p, top_k=0', 'top_p=1.0, top_k=0', "top_p ignored"),
- ("generate.py", 'torch.manual_seed(seed * 100_003 + b)', 'torch.manual_seed(seed * 100_003)', "one seed for every batch"),
+ ("generate.py", 'tokenizer.batch_decode(new_tokens, skip_special_tokens=True)',
+  'tokenizer.batch_decode(torch.cat([enc["input_ids"], new_tokens], 1), skip_special_tokens=True)', "prompt returned with the answer"),
+ ("generate.py", 'tokenizer.batch_decode(new_tokens, skip_special_tokens=True)',
+  'tokenizer.batch_decode(new_tokens[:, 1:], skip_special_tokens=True)', "first new token dropped"),
+ ("generate.py", 'enc["attention_mask"], max_new_tokens,', 'enc["attention_mask"], max_new_tokens + 5,', "max_new_tokens + 5"),
+ ("generate.py", 'enc["attention_mask"], max_new_tokens,', 'enc["attention_mask"], max(1, max_new_tokens - 5),', "max_new_tokens - 5"),
+ ("generate.py", 'uniforms, temperature, top_p)', 'uniforms, 1.0, top_p)', "temperature ignored"),
+ ("generate.py", 'uniforms, temperature, top_p)', 'uniforms, temperature, 1.0)', "top_p ignored"),
+ ("generate.py", 'answer_generators(seed, start, len(chunk))', 'answer_generators(seed, 0, len(chunk))', "one seed for every batch"),
+ ("generate.py", 'answer_generators(seed, start, len(chunk))', 'answer_generators(0, start, len(chunk))', "seed ignored"),
  ("generate.py", 'tokenizer.padding_side = "left"', 'tokenizer.padding_side = "right"', "right padding in generation"),
  ("generate.py", 'if temperature > 0:', 'if temperature >= 0:', "temperature 0 samples instead of greedy"),
  ("generate.py", 'results[i].append(text.strip())', 'results[i].append(text)', "answers not stripped"),

@@ -16,7 +16,7 @@ import torch
 from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from course_lib.generate import answer, sample_answers
+from course_lib.generate import answer, cache_keyword, pick_next_tokens, sample_answers
 from course_lib.sft import chat_prompt
 
 CHAIN = "abcdefghijklmnopqrst"  # 20 letters, one byte-level token each
@@ -32,7 +32,8 @@ def tokenizer():
     return train_tokenizer(read_corpus()[:40], vocab_size=600)
 
 
-def known_next_model(tokenizer, letters: str = CHAIN):
+def known_next_model(tokenizer, letters: str | list[str] = CHAIN):
+    """The chain's letters: a string, or a list of single-token texts (so that it can hold ``<|im_end|>``)."""
     chain = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in letters]
     assert all(len(ids) == 1 for ids in chain), "each letter must be one token"
     chain = [ids[0] for ids in chain]
@@ -173,10 +174,12 @@ def test_a_small_top_p_keeps_only_the_most_likely_token(model, tokenizer):
     assert successor_share(sampled(model, tokenizer, n=80, top_p=0.9)) < 0.8
 
 
-def test_every_batch_gets_its_own_seed_and_a_seed_repeats(model, tokenizer):
+def test_every_answer_gets_its_own_seed_and_a_seed_repeats(model, tokenizer):
     kw = dict(n=6, temperature=5.0, max_new_tokens=8, progress=False)
     one_per_batch = sample_answers(model, tokenizer, ["質問"], batch_size=1, seed=3, **kw)[0]
-    assert len(set(one_per_batch)) == 6  # six batches, six different draws (19^8 possible answers)
+    assert len(set(one_per_batch)) == 6  # six answers, six different draws (19^8 possible answers)
+    all_in_one = sample_answers(model, tokenizer, ["質問"], batch_size=6, seed=3, **kw)[0]
+    assert len(set(all_in_one)) == 6
     assert sample_answers(model, tokenizer, ["質問"], batch_size=1, seed=3, **kw)[0] == one_per_batch
     assert sample_answers(model, tokenizer, ["質問"], batch_size=1, seed=4, **kw)[0] != one_per_batch
 
@@ -195,6 +198,82 @@ def test_the_model_is_left_in_its_training_mode(model, tokenizer):
     model.eval()
     greedy(["一"], model, tokenizer, max_new_tokens=1)
     assert not model.training
+
+
+# ----------------------------------------------------------------------------- the decoding loop itself
+
+
+def test_pick_next_tokens_inverts_the_cumulative_distribution():
+    # probabilities 0.2, 0.5, 0.3 (in that token order): cumulative 0.2, 0.7, 1.0
+    logits = torch.log(torch.tensor([[0.2, 0.5, 0.3]] * 5))
+    u = torch.tensor([0.0, 0.19, 0.2, 0.69, 0.99])
+    assert pick_next_tokens(logits, u, temperature=1.0, top_p=1.0).tolist() == [0, 0, 1, 1, 2]
+    assert pick_next_tokens(logits, None, temperature=1.0, top_p=1.0).tolist() == [1] * 5  # greedy
+
+
+def test_a_token_of_zero_probability_is_never_picked():
+    logits = torch.tensor([[0.0, -float("inf"), 0.0]] * 2)  # 0.5, 0, 0.5: cumulative 0.5, 0.5, 1.0
+    assert pick_next_tokens(logits, torch.tensor([0.5, 0.4999]), 1.0, 1.0).tolist() == [2, 0]
+
+
+def test_temperature_divides_the_logits_before_the_softmax():
+    # logits 0 and ln 3: p = 0.25, 0.75 at T = 1; at T = 2 the logits are 0 and ln √3, so p = 1/(1+√3) ≈ 0.366
+    logits = torch.tensor([[0.0, math.log(3.0)]] * 2)
+    u = torch.tensor([0.3, 0.36])
+    assert pick_next_tokens(logits, u, 1.0, 1.0).tolist() == [1, 1]
+    assert pick_next_tokens(logits, u, 2.0, 1.0).tolist() == [0, 0]
+
+
+def test_top_p_keeps_the_most_likely_tokens_until_their_mass_reaches_top_p():
+    # probabilities 0.2, 0.5, 0.3: with top_p = 0.6 the nucleus is {token 1 (0.5), token 2 (0.3)}, total 0.8
+    logits = torch.log(torch.tensor([[0.2, 0.5, 0.3]] * 4))
+    u = torch.tensor([0.0, 0.62, 0.63, 0.99])  # u × 0.8 against 0.5, 0.8: 0.496 → 1, 0.504 → 2
+    assert pick_next_tokens(logits, u, 1.0, 0.6).tolist() == [1, 1, 2, 2]
+    # top_p = 0.5: token 1 alone reaches it
+    assert pick_next_tokens(logits, u, 1.0, 0.5).tolist() == [1] * 4
+    # top_p = 0.81: token 0 is needed too, and is picked for the top 0.2 of u
+    assert pick_next_tokens(logits[:1], torch.tensor([0.81]), 1.0, 0.81).tolist() == [0]
+
+
+def test_an_answer_does_not_depend_on_the_batch_it_was_decoded_in(model, tokenizer):
+    kw = dict(n=5, temperature=5.0, max_new_tokens=10, seed=7, progress=False)
+    alone = sample_answers(model, tokenizer, ["一", "二"], batch_size=1, **kw)
+    assert sample_answers(model, tokenizer, ["一", "二"], batch_size=3, **kw) == alone
+    assert sample_answers(model, tokenizer, ["一", "二"], batch_size=10, **kw) == alone
+
+
+def test_a_finished_answer_leaves_the_batch(tokenizer):
+    eos = tokenizer.eos_token
+    with_end = known_next_model(tokenizer, [*CHAIN[:6], eos])  # 7 tokens, one of them the end of the turn
+    answers = sample_answers(with_end, tokenizer, ["質問"], n=12, temperature=5.0, max_new_tokens=30, batch_size=12,
+                             seed=1, progress=False)[0]
+    # one character per token; an answer shorter than 30 tokens ended with the (dropped) end-of-turn token
+    written = [len(a) + 1 if len(a) < 30 else 30 for a in answers]
+    assert len(set(written)) > 3 and min(written) < 30  # the draw gives answers of many lengths
+    assert all(eos not in a and set(a) <= set(CHAIN[:6]) for a in answers)
+    rows_per_step = [x.shape[0] for x in with_end.inputs]
+    # step t's forward pass holds exactly the answers that have more than t tokens to write
+    assert rows_per_step == [sum(w > t for w in written) for t in range(len(rows_per_step))]
+    assert len(rows_per_step) == max(written)  # no pass after the last answer ends
+
+
+def test_greedy_decoding_stops_when_every_answer_has_ended(tokenizer):
+    with_end = known_next_model(tokenizer, ["x", "y", tokenizer.eos_token])
+    assert sample_answers(with_end, tokenizer, ["一", "二"], temperature=0, max_new_tokens=50, progress=False) == [["xy"], ["xy"]]
+    assert len(with_end.inputs) == 3  # x, y, end: then nothing is left to decode
+
+
+def test_the_cache_keyword_follows_the_forward_signature():
+    class NewStyle(torch.nn.Module):
+        def forward(self, input_ids=None, cache=None, **kwargs):
+            pass
+
+    class OldStyle(torch.nn.Module):
+        def forward(self, input_ids=None, past_key_values=None, **kwargs):
+            pass
+
+    assert cache_keyword(NewStyle()) == "cache"
+    assert cache_keyword(OldStyle()) == "past_key_values"
 
 
 # ----------------------------------------------------------------------------- a small real model
@@ -224,3 +303,20 @@ def test_left_padding_batches_match_single_prompts(small_model):
     single = [sample_answers(model, tok, [p], temperature=0, max_new_tokens=8, progress=False)[0] for p in prompts]
     assert batched == single
     assert tok.padding_side == "right"  # restored for training
+
+
+def test_greedy_answers_equal_transformers_generate(small_model):
+    """The course's loop (KV cache written in place, finished rows dropped) against ``model.generate``."""
+    model, tok = small_model
+    prompts = ["短い", "これはずっと長い質問文で、パディングが必要になります", "三つ目"]
+    ours = sample_answers(model, tok, prompts, temperature=0, max_new_tokens=24, batch_size=3, progress=False)
+    tok.padding_side = "left"
+    try:
+        enc = tok([chat_prompt(tok, p) for p in prompts], return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.no_grad():
+            out = model.generate(**enc, max_new_tokens=24, do_sample=False, temperature=None, top_p=None, top_k=None,
+                                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    finally:
+        tok.padding_side = "right"
+    theirs = [t.strip() for t in tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)]
+    assert [a[0] for a in ours] == theirs
