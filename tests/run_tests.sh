@@ -16,7 +16,7 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
   fi
 fi
 
-"$PY" -m pytest "$@"
+"$PY" -m pytest --durations=15 "$@"  # the slowest tests, for the next speed-up
 status=$?
 # pytest exits 5 when it collected no test: that is a broken suite, not a pass.
 if [ $status -eq 5 ]; then

@@ -40,7 +40,7 @@ from .data import LoopData
 from .judge.cache import JudgeCache
 from .metrics import Comparison, Summary, compare_stages, iteration_table, question_passes
 
-LOOP_VERSION = 3  # bump when a change alters what a stage produces
+LOOP_VERSION = 4  # bump when a change alters what a stage produces (4: the course's own decoding loop)
 SPLITS = ("original", "paraphrase")
 DONE = "done"
 JUDGE_CACHE = "judge_cache.jsonl"
