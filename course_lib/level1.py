@@ -47,6 +47,25 @@ def format_match_rate(answers: Sequence[str], line_chars: tuple[int, int] = LINE
     return sum(follows_format(a, line_chars) for a in answers) / len(answers)
 
 
+def format_steps(answers: Sequence[str], line_chars: tuple[int, int] = LINE_CHARS) -> dict:
+    """The format in three steps, as counts out of ``n`` and as rates.
+
+    ``line1_ok``: the first line starts with 【結論】; ``line2_ok``: there is a second line and it starts
+    with 【理由】; ``format_ok``: the whole answer follows the rule (:func:`follows_format`). Each count
+    has its ``*_rate`` (count / ``n``); a report quotes the count, never a count rebuilt from a rate.
+    """
+    if isinstance(answers, str):
+        raise TypeError("format_steps expects a list of answers, not a single string")
+    if len(answers) == 0:
+        raise ValueError("format_steps needs at least one answer")
+    lines = [a.split("\n") for a in answers]
+    counts = {"line1_ok": sum(ls[0].startswith("【結論】") for ls in lines),
+              "line2_ok": sum(len(ls) > 1 and ls[1].startswith("【理由】") for ls in lines),
+              "format_ok": sum(follows_format(a, line_chars) for a in answers)}
+    n = len(answers)
+    return {"n": n, **counts, **{k.replace("_ok", "_rate"): v / n for k, v in counts.items()}}
+
+
 def load_level1_split(split: str, folder: Path | str = LEVEL1_DIR) -> list[dict]:
     """One split ("train", "heldout" or "test"), validated: schema, id pattern, response format."""
     return [record for _, record in _load_numbered_split(split, folder)]

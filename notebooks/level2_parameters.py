@@ -911,24 +911,18 @@ verdict_table({f"ドロップアウト {top:g} − ドロップアウト 0": dro
 from IPython.display import display
 
 from course_lib.generate import sample_answers
-from course_lib.level1 import follows_format
+from course_lib.level1 import format_steps
 from course_lib.stats import wilson_interval
 
 heldout_prompts = [r["prompt"] for r in heldout]
 
 
 def answer_quality(peft_model, tokenizer):
-    """別の話題の質問への貪欲法の答えと、2行の形式をどこまで守れたか（3段階の割合）。"""
+    """別の話題の質問への貪欲法の答えと、2行の形式をどこまで守れたか（3段階の件数と割合）。"""
     answers = [a[0] for a in sample_answers(peft_model, tokenizer, heldout_prompts, temperature=0,
                                             max_new_tokens=64, progress=False)]
-    lines = [a.split("\n") for a in answers]
-
-    def share(ok):
-        return sum(ok) / len(answers)
-
-    return {"line1_ok": share(ls[0].startswith("【結論】") for ls in lines),
-            "line2_ok": share(len(ls) > 1 and ls[1].startswith("【理由】") for ls in lines),
-            "format_rate": share(follows_format(a) for a in answers), "answers": answers}
+    # line1_ok: 1行目が【結論】で始まる件数、line2_ok: 2行目が【理由】で始まる件数、format_ok: 形式どおりの件数（*_rate は割合）
+    return {**format_steps(answers), "answers": answers}
 
 
 A_NAME, B_NAME = "A（r=16, α=32, 5エポック）", "B（r=12, α=24, 4エポック）"
@@ -942,7 +936,7 @@ ab_all = pd.concat([ab_table.assign(seed=seed)]
                       if len(SEEDS) > 1 else []),
                    ignore_index=True)
 glue_text("l2_ab_seed", seed)
-QUALITY = {"line1_ok": "1行目【結論】", "line2_ok": "2行目【理由】", "format_rate": "形式どおり"}
+QUALITY = {"line1_rate": "1行目【結論】", "line2_rate": "2行目【理由】", "format_rate": "形式どおり"}
 print(f"シード{seed}（形式も測った回）")
 japanese_table(ab_table, ["name", "trainable_params", "seconds", "peak_memory_mb", "train_loss", "val_loss",
                           *QUALITY], labels=QUALITY)
@@ -958,11 +952,11 @@ verdict_table({"A − B（検証損失）": ab_val})
 
 # %%
 metrics = {"seconds": "学習時間（秒）", "peak_memory_mb": "ピークメモリ（MB）", "val_loss": "検証損失",
-           "line2_ok": f"形式：2行目が【理由】の割合（シード{seed}）"}
+           "line2_rate": f"形式：2行目が【理由】の割合（シード{seed}）"}
 ab_plot = ab_all.assign(設定=ab_all["name"].str[0])
 fig, axes = plt.subplots(1, 4, figsize=(14, 3.5))
 for ax, (col, label) in zip(axes, metrics.items()):
-    data = ab_plot[ab_plot["seed"] == seed] if col == "line2_ok" else ab_plot
+    data = ab_plot[ab_plot["seed"] == seed] if col == "line2_rate" else ab_plot
     sns.barplot(data=data, x="設定", y=col, hue="設定", order=["A", "B"], errorbar=None, alpha=0.6, legend=False, ax=ax)
     sns.stripplot(data=data, x="設定", y=col, order=["A", "B"], color="black", size=4, ax=ax)
     ax.set(title=label, xlabel="", ylabel="")
@@ -984,14 +978,12 @@ side_by_side.style.set_properties(**{"white-space": "pre-wrap", "text-align": "l
 # %%
 a, b = ab_table.iloc[0], ab_table.iloc[1]
 assert a["trainable_params"] * 12 == b["trainable_params"] * 16, "パラメータ数は r に比例（16 : 12）"
-n_q = len(heldout_prompts)
 
 
-def share_with_interval(rate):
-    """割合と、Wilson の95%区間（20問のうち何問か、から計算）。"""
-    k = round(rate * n_q)
-    lo, hi = wilson_interval(k, n_q)
-    return f"{k}/{n_q}（{rate:.0%}、95%区間 {lo:.0%}〜{hi:.0%}）"
+def share(k, n):
+    """n 件のうち k 件を「k/n（%、Wilson の95%区間）」で表す。"""
+    lo, hi = wilson_interval(k, n)
+    return f"{k}/{n}（{k / n:.0%}、95%区間 {lo:.0%}〜{hi:.0%}）"
 
 
 faster = "B のほうが速い" if time_ratio.mean() > 1 else "A のほうが速い"
@@ -1005,13 +997,13 @@ ab_judgement = {
                          "この測定では A を選んでも損はありません"))
 glue_text("l2_ab_time", f"{time_ratio.mean():.2f} 倍（" + "、".join(f"シード{s}: {v:.2f}" for s, v in time_ratio.items()) + "）")
 glue_text("l2_ab_val", ab_val.describe())
-glue_text("l2_ab_line2", f"A {share_with_interval(a['line2_ok'])}、B {share_with_interval(b['line2_ok'])}")
+glue_text("l2_ab_line2", f"A {share(a['line2_ok'], a['n'])}、B {share(b['line2_ok'], b['n'])}")
 glue_text("l2_ab_exact", f"A {a['format_rate']:.0%}、B {b['format_rate']:.0%}")
 glue_text("l2_ab_judgement", ab_judgement)
 print(f"A は B の {a['trainable_params'] / b['trainable_params']:.2f} 倍のパラメータ、"
       f"{a['steps']} 対 {b['steps']} ステップ。学習時間の比 A/B（シードの平均）: {time_ratio.mean():.2f}")
 print(f"検証損失の差（A − B）: {ab_val.per_seed_text()}")
-print(f"2行目が【理由】: A {a['line2_ok']:.0%} / B {b['line2_ok']:.0%}、形式どおり: A {a['format_rate']:.0%} / B {b['format_rate']:.0%}")
+print(f"2行目が【理由】: A {a['line2_rate']:.0%} / B {b['line2_rate']:.0%}、形式どおり: A {a['format_rate']:.0%} / B {b['format_rate']:.0%}")
 
 # %% [markdown]
 # **読み取り方**：A はパラメータが 16/12 倍、ステップ数が 5/4 倍です。学習時間は A が B の {glue:text}`l2_ab_time` でした
@@ -1336,7 +1328,7 @@ summary
 # 比べるために、同じモデルを検証データとレベル1の検証用でも測ります。
 
 # %%
-from course_lib.level1 import load_level1_test
+from course_lib.level1 import follows_format, load_level1_test
 from course_lib.level2.final_test import split_scorer
 
 test_records = load_level1_test()  # テスト用はここで初めて読み込む（学習用・検証用と同じ質問がないことも検査する）
@@ -1357,12 +1349,6 @@ final = sweep([dict(recommended, name="推奨の設定")], train_set, val_set, d
                                     greedy_answers)).iloc[0]
 
 
-def share(rate, n):
-    """割合を「k/n（%、Wilson の95%区間）」で表す。"""
-    k = round(rate * n)
-    lo, hi = wilson_interval(k, n)
-    return f"{k}/{n}（{rate:.0%}、95%区間 {lo:.0%}〜{hi:.0%}）"
-
 
 final_rows = [("検証データ（学習用から取り分け）", "validation", "設定選び・早期終了（検証損失）"),
               ("レベル1の検証用（heldout.jsonl）", "heldout", "実験6の形式の測定"),
@@ -1370,7 +1356,7 @@ final_rows = [("検証データ（学習用から取り分け）", "validation",
 final_table = pd.DataFrame([{"データ": label, "件数": final[f"{key}_n"], "このページでの使い道": use,
                              "損失": final[f"{key}_loss"], "1行目【結論】": f"{final[f'{key}_line1_rate']:.0%}",
                              "2行目【理由】": f"{final[f'{key}_line2_rate']:.0%}",
-                             "形式どおり": share(final[f"{key}_format_rate"], final[f"{key}_n"])}
+                             "形式どおり": share(final[f"{key}_format_ok"], final[f"{key}_n"])}
                             for label, key, use in final_rows])
 test_loss, heldout_loss, val_loss = final["test_loss"], final["heldout_loss"], final["validation_loss"]
 
@@ -1385,8 +1371,8 @@ glue_text("l2_final_config", (f"r = {chosen_r}、α = {best_alpha}、対象 {val
                               f"{epochs_pick} エポック、{sched_pick}、ドロップアウト {drop_pick:g}"))
 glue_text("l2_final_seed", f"シード{seed}")
 glue_text("l2_final_test_loss", f"{test_loss:.3f}")
-glue_text("l2_final_test_line2", share(final["test_line2_rate"], final["test_n"]))
-glue_text("l2_final_test_format", share(final["test_format_rate"], final["test_n"]))
+glue_text("l2_final_test_line2", share(final["test_line2_ok"], final["test_n"]))
+glue_text("l2_final_test_format", share(final["test_format_ok"], final["test_n"]))
 # 1行目と2行目は形に合っているのに形式どおりでない答えと、そのうち3行目以降も書いた答え
 test_lines = [a.split("\n") for a in final["test_answers"]]
 near = [ls for ls, a in zip(test_lines, final["test_answers"])
@@ -1394,7 +1380,7 @@ near = [ls for ls, a in zip(test_lines, final["test_answers"])
 n_more = sum(len(ls) > 2 for ls in near)
 glue_text("l2_final_test_near", f"{len(near)} 問で、そのうち2行で止まらずに3行目以降も書いていた答えは {n_more} 問でした"
           if near else "ありませんでした")
-glue_text("l2_final_heldout", f"損失 {heldout_loss:.3f}、形式どおり {share(final['heldout_format_rate'], final['heldout_n'])}")
+glue_text("l2_final_heldout", f"損失 {heldout_loss:.3f}、形式どおり {share(final['heldout_format_ok'], final['heldout_n'])}")
 glue_text("l2_final_vs_heldout", than(test_loss, heldout_loss))
 glue_text("l2_final_val_loss", f"{val_loss:.3f}")
 glue_text("l2_final_vs_val", than(test_loss, val_loss))

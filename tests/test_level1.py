@@ -22,6 +22,7 @@ from course_lib.level1 import (
     LEVEL1_FORMAT,
     follows_format,
     format_match_rate,
+    format_steps,
     load_level1,
     load_level1_split,
     load_level1_test,
@@ -176,6 +177,19 @@ def test_format_match_rate_refuses_empty_and_single_string():
         format_match_rate([])
     with pytest.raises(TypeError):
         format_match_rate(GOOD)
+
+
+def test_format_steps_count_each_step_on_constructed_answers():
+    answers = [GOOD,  # all three steps
+               "【結論】米を研ぎます。",  # one line: step 1 only
+               "前置き\n【理由】" + "あ" * 12,  # no 【結論】: step 2 only
+               "【結論】米を研ぎます。\n【理由】" + "あ" * 90]  # both labels, second line too long: steps 1 and 2
+    assert format_steps(answers) == {"n": 4, "line1_ok": 3, "line2_ok": 3, "format_ok": 1,
+                                     "line1_rate": 0.75, "line2_rate": 0.75, "format_rate": 0.25}
+    with pytest.raises(ValueError):
+        format_steps([])
+    with pytest.raises(TypeError):
+        format_steps(GOOD)
 
 
 def test_regex_alone_would_accept_a_cut_off_answer():

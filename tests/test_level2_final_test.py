@@ -57,7 +57,9 @@ def test_the_test_scoring_reads_exactly_the_test_ids_and_no_validation_ids():
     assert row["test_format_rate"] == 5 / 20
     assert row["test_answers"][:5] == [r["response"] for r in test_file[:5]]
     assert row["test_line1_rate"] == row["test_line2_rate"] == 5 / 20  # the 15 others have neither label
-    assert set(row) == {f"test_{k}" for k in ("ids", "n", "loss", "line1_rate", "line2_rate", "format_rate", "answers")}
+    assert row["test_line1_ok"] == row["test_line2_ok"] == row["test_format_ok"] == 5  # counts, not rates
+    assert set(row) == {f"test_{k}" for k in ("ids", "n", "loss", "line1_ok", "line2_ok", "format_ok", "line1_rate",
+                                              "line2_rate", "format_rate", "answers")}
 
 
 def test_the_three_format_steps_are_counted_as_the_lesson_reads_them():
@@ -68,6 +70,7 @@ def test_the_three_format_steps_are_counted_as_the_lesson_reads_them():
                "大豆です。\n【理由】豆乳を固めます。"]  # no 【結論】
     row = score_split(None, None, records, lambda m, t, p: answers, lambda m, t, r: (0.5, [0.5] * 4))
     assert (row["line1_rate"], row["line2_rate"], row["format_rate"]) == (3 / 4, 3 / 4, 1 / 4)
+    assert (row["n"], row["line1_ok"], row["line2_ok"], row["format_ok"]) == (4, 3, 3, 1)
 
 
 def test_each_named_split_is_scored_on_its_own_records():

@@ -8,14 +8,14 @@ the end, for one score of the chosen setting. Two small pieces keep that promise
   handed to a run (training and validation), so the page can show that no test id was among them;
 - :func:`split_scorer` is a sweep ``evaluate`` callback that measures the trained adapter on named
   splits: answer-only loss (as the sweep measures validation loss) and format-match rate of greedy
-  answers (the level-1 rule, :func:`course_lib.level1.format_match_rate`).
+  answers (the level-1 rule in three steps, :func:`course_lib.level1.format_steps`).
 """
 from __future__ import annotations
 
 import functools
 from typing import Callable, Mapping, Sequence
 
-from ..level1 import format_match_rate
+from ..level1 import format_steps
 from .sweep import loss_pass
 
 # answer(model, tokenizer, prompts) -> one answer per prompt, in order
@@ -47,10 +47,11 @@ def watch_records(sweep: Callable) -> Callable:
 def score_split(model, tokenizer, records: Sequence[dict], answer: Answerer, loss: LossFn = loss_pass) -> dict:
     """Loss and format-match rate of ``model`` on one split.
 
-    Returns ``ids`` (the records measured, in order), ``n``, ``loss`` (the answer-only loss, averaged
-    like ``Trainer.evaluate``), the format in three steps as the lesson's A/B comparison measures it:
-    ``line1_rate`` (first line starts with 【結論】), ``line2_rate`` (second line starts with 【理由】) and
-    ``format_rate`` (the whole answer follows the level-1 rule), and the ``answers``.
+    Returns ``ids`` (the records measured, in order), ``loss`` (the answer-only loss, averaged like
+    ``Trainer.evaluate``), the format in three steps as the lesson's A/B comparison measures it
+    (:func:`course_lib.level1.format_steps`: ``n``, ``line1_ok``/``line1_rate`` (first line starts with
+    【結論】), ``line2_ok``/``line2_rate`` (second line starts with 【理由】), ``format_ok``/``format_rate``
+    (the whole answer follows the level-1 rule)), and the ``answers``.
     """
     if not records:
         raise ValueError("score_split needs at least one record")
@@ -58,11 +59,8 @@ def score_split(model, tokenizer, records: Sequence[dict], answer: Answerer, los
     answers = list(answer(model, tokenizer, [r["prompt"] for r in records]))
     if len(answers) != len(records):
         raise ValueError(f"{len(answers)} answers for {len(records)} prompts")
-    lines = [a.split("\n") for a in answers]
-    return {"ids": tuple(r["id"] for r in records), "n": len(records), "loss": float(mean_loss),
-            "line1_rate": sum(ls[0].startswith("【結論】") for ls in lines) / len(lines),
-            "line2_rate": sum(len(ls) > 1 and ls[1].startswith("【理由】") for ls in lines) / len(lines),
-            "format_rate": format_match_rate(answers), "answers": answers}
+    return {"ids": tuple(r["id"] for r in records), "loss": float(mean_loss), **format_steps(answers),
+            "answers": answers}
 
 
 def split_scorer(splits: Mapping[str, Sequence[dict]], answer: Answerer, loss: LossFn = loss_pass) -> Callable:
