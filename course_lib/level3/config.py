@@ -142,10 +142,14 @@ class LoopConfig:
         return cls(**{k: (tuple(v) if k == "target_modules" else v) for k, v in d.items() if k in known})
 
     def plan(self) -> list[Stage]:
-        """baseline → iter0 → iter1..K → (control), each with its parent."""
+        """baseline → iter0 → iter1..K → (control), each with its parent.
+
+        Without iterations (K = 0) there is no control: it would train a fresh adapter on iteration
+        0's data for iteration 0's steps from the same seed, i.e. repeat iteration 0.
+        """
         out = [Stage(BASELINE, BASELINE), Stage(iteration_name(0), ITERATION, 0, BASELINE)]
         out += [Stage(iteration_name(k), ITERATION, k, iteration_name(k - 1)) for k in range(1, self.iterations + 1)]
-        if self.control:
+        if self.control and self.iterations > 0:
             out.append(Stage(CONTROL, CONTROL, None, iteration_name(self.iterations)))
         return out
 

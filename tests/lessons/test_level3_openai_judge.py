@@ -41,7 +41,7 @@ def test_level3_runs_with_the_openai_judge_and_leaks_no_key(environment):
         os.environ.update({"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": server.url,
                            "COURSE_RUNS_DIR": str(tmp / "runs"), "COURSE_JUDGE_CACHE_DIR": str(tmp / "judge-cache")})
         out = tmp / "executed"
-        # iterations=0 keeps it short: baseline, iteration 0 and the control, all graded over HTTP
+        # iterations=0 keeps it short: baseline and iteration 0 (no control without iterations), graded over HTTP
         report = run_all({"model_profile": "tiny", "judge": "openai", "quick": True, "seed": 0, "iterations": 0},
                          out, ["level3_loop"], cache_dir=tmp / "executed-cache")
         calls = server.calls

@@ -240,6 +240,13 @@ def test_a_full_run_writes_every_stage(reference_run):
     assert list(table["段階"]) == result.stages  # no stage_names given: the stage ids
 
 
+def only_run_dir(runs_dir):
+    """The one run folder under ``runs_dir`` (``.claims`` beside it holds the stage claims, not a run)."""
+    runs = [p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
 def test_resume_after_a_crash_mid_iteration(loaded, reference_run, tmp_path):
     ref, ref_judge = reference_run
     # crash halfway through grading iteration 1
@@ -253,7 +260,7 @@ def test_resume_after_a_crash_mid_iteration(loaded, reference_run, tmp_path):
     first = FakeJudge(fail_after=crash_at)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(loaded, first, tmp_path)
-    run_dir = next(p for p in tmp_path.iterdir() if p.is_dir())
+    run_dir = only_run_dir(tmp_path)
     assert (run_dir / "iter0" / "done").exists()
     assert (run_dir / "iter1" / "adapter").exists() and not (run_dir / "iter1" / "done").exists()
     assert len(first.calls) == crash_at
@@ -336,7 +343,7 @@ def test_judge_errors_stop_the_stage_and_are_retried(loaded, tmp_path):
     flaky = FlakyJudge()
     with pytest.raises(RuntimeError, match="could not be graded"):
         run(loaded, flaky, tmp_path, replace(CONFIG, iterations=0, control=False))
-    run_dir = next(p for p in tmp_path.iterdir() if p.is_dir())
+    run_dir = only_run_dir(tmp_path)
     assert not (run_dir / "baseline" / "done").exists()
     errors = [json.loads(line) for line in (run_dir / "judge_errors.jsonl").read_text().splitlines()]
     assert errors and all(e["kind"] == "invalid_reply" for e in errors)

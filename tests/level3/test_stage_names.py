@@ -17,6 +17,14 @@ def test_stage_names_full_and_short_come_from_the_stage_plan():
                                                       "iter2": "反復2", "control": "対照"}
 
 
+def test_the_plan_has_a_control_only_after_iterations():
+    """With K = 0 the control would repeat iteration 0 (same data, steps and seed), so it is not planned."""
+    assert LoopConfig.for_profile("tiny", iterations=2).stages == ["baseline", "iter0", "iter1", "iter2", "control"]
+    assert LoopConfig.for_profile("tiny", iterations=1).stages == ["baseline", "iter0", "iter1", "control"]
+    assert LoopConfig.for_profile("tiny", iterations=0).stages == ["baseline", "iter0"]
+    assert LoopConfig.for_profile("tiny", iterations=2, control=False).stages == ["baseline", "iter0", "iter1", "iter2"]
+
+
 def test_plots_use_the_tables_stage_names_and_keep_no_table_of_their_own():
     source = inspect.getsource(plots)
     assert "from .tables import stage_names" in source
