@@ -1108,3 +1108,114 @@ def test_read_item_keeps_the_matched_key_of_a_declared_or_topical_drug(judge):
     assert (declared.res.written, declared.res.key) == ("ノーシン", "アセトアミノフエン")
     topical = read_item(judge.index, AnswerItem(None, "ロキソニン - 腰に貼る"))
     assert (topical.res.drug.id, topical.res.written, topical.res.key) == ("loxoprofen_topical", "ロキソニン", "ロキソニン")
+
+
+# ----------------------------------------------------------------------------- rule 2: survivors of the mutation run
+
+_ROW = "| 1 | カロナール | 胃にやさしい |"
+
+
+@pytest.mark.parametrize("text, expected", [
+    # every extra line is counted
+    ("1. カロナール - 胃にやさしい\n2. イブ - 痛みに\nおだいじに\nよく休んでください",
+     _parsed([(1, "カロナール - 胃にやさしい"), (2, "イブ - 痛みに")], numbered=2, extra_lines=2,
+             extra_texts=["おだいじに", "よく休んでください"])),
+    # a run that starts at 0 continues with 1; a number out of order inside a reason is passed over, not the end
+    ("0. カロナール - 胃 1. イブ - 痛み",
+     _parsed([(0, "カロナール - 胃", True), (1, "イブ - 痛み", True)], numbered=2, inline=True)),
+    ("1. カロナール - 胃にやさしい、3) 空腹時も可 2. イブ - 痛みに",
+     _parsed([(1, "カロナール - 胃にやさしい、3) 空腹時も可", True), (2, "イブ - 痛みに", True)], numbered=2, inline=True)),
+    # loose lines: a name that contains a drug is an item up to 20 characters (with a reason) ...
+    ("カロナール - 胃にやさしい\n市販のロキソプロフェン - 痛みに",
+     _parsed([(None, "カロナール - 胃にやさしい"), (None, "市販のロキソプロフェン - 痛みに")])),
+    ("カロナール - 胃にやさしい\n頭痛には市販のロキソプロフェンがよいです - 痛みに",  # 20 characters
+     _parsed([(None, "カロナール - 胃にやさしい"), (None, "頭痛には市販のロキソプロフェンがよいです - 痛みに")])),
+    ("カロナール - 胃にやさしい\n頭痛には市販のロキソプロフェンが良いと思う - 痛みに",  # 21: a sentence
+     _parsed([(None, "カロナール - 胃にやさしい")], extra_lines=1, extra_texts=["頭痛には市販のロキソプロフェンが良いと思う - 痛みに"])),
+    ("カロナール - 胃にやさしい\n頭痛のときは市販のロキソプロフェンを飲むとよいと思います - 早い",
+     _parsed([(None, "カロナール - 胃にやさしい")], extra_lines=1,
+             extra_texts=["頭痛のときは市販のロキソプロフェンを飲むとよいと思います - 早い"])),
+    # ... and a name without a reason, not merely containing a drug, up to 30 characters (brackets as NFKC writes them)
+    ("カロナール - 胃にやさしい\nアセトアミノフェン(胃にやさしく空腹時でも飲める鎮痛薬です)",  # 9 + 1 + 19 + 1 = 30
+     _parsed([(None, "カロナール - 胃にやさしい"), (None, "アセトアミノフェン(胃にやさしく空腹時でも飲める鎮痛薬です)")])),
+    ("カロナール - 胃にやさしい\nアセトアミノフェン(胃にやさしく空腹時でも飲める解熱鎮痛薬だ)",  # 31
+     _parsed([(None, "カロナール - 胃にやさしい")], extra_lines=1,
+             extra_texts=["アセトアミノフェン(胃にやさしく空腹時でも飲める解熱鎮痛薬だ)"])),
+    # an indented line (space or tab) continues an item even when it already has a reason
+    ("1. カロナール - 胃にやさしい\n   空腹時も飲める\n2. イブ - 痛みに",
+     _parsed([(1, "カロナール - 胃にやさしい", False, ["空腹時も飲める"]), (2, "イブ - 痛みに")], numbered=2)),
+    ("1. カロナール - 胃にやさしい\n\t空腹時も飲める\n2. イブ - 痛みに",
+     _parsed([(1, "カロナール - 胃にやさしい", False, ["空腹時も飲める"]), (2, "イブ - 痛みに")], numbered=2)),
+    # a table row with a reason takes no unindented next line; one without a reason does
+    (_ROW + "\nよく休んでください",
+     _parsed([dict(number=1, text=_ROW, name="カロナール", reason="胃にやさしい")], numbered=1, extra_lines=1,
+             extra_texts=["よく休んでください"])),
+    ("| カロナール |\n胃にやさしい",
+     _parsed([dict(number=None, text="| カロナール |", name="カロナール", reason="", extra_reason=["胃にやさしい"])])),
+    # table rows: written without spaces, a bracketed name, three cells without a number, two numbered rows
+    ("|3|フェキソフェナジン|市販薬はアレグラFX|",
+     _parsed([dict(number=3, text="|3|フェキソフェナジン|市販薬はアレグラFX|", name="フェキソフェナジン",
+                   reason="市販薬はアレグラFX")], numbered=1)),
+    ("| 「カロナール」 | 胃にやさしい |",
+     _parsed([dict(number=None, text="| 「カロナール」 | 胃にやさしい |", name="カロナール", reason="胃にやさしい")])),
+    ("| カロナール | 胃にやさしい | 安い |",
+     _parsed([dict(number=None, text="| カロナール | 胃にやさしい | 安い |", name="カロナール", reason="胃にやさしい 安い")])),
+    ("| 1 | 「カロナール」 | 胃にやさしい |\n| 2 | イブ | 痛みに |",
+     _parsed([dict(number=1, text="| 1 | 「カロナール」 | 胃にやさしい |", name="カロナール", reason="胃にやさしい"),
+              dict(number=2, text="| 2 | イブ | 痛みに |", name="イブ", reason="痛みに")], numbered=2)),
+    # a number is a column only in a row of 3 cells or more ("| 1 | name | reason |"): two cells are name | reason
+    ("| 1 | カロナール |", _parsed([dict(number=None, text="| 1 | カロナール |", name="1", reason="カロナール")])),
+    # pipes inside a numbered line do not make it a table row
+    ("1. カロナール | 胃にやさしい | 安い", _parsed([(1, "カロナール | 胃にやさしい | 安い")], numbered=1)),
+    # prose: a drug already recommended is passed over, and the sentence's next drug is still read
+    ("アセトアミノフェンがおすすめです。アセトアミノフェンとイブプロフェンを一緒に飲むとよい。",
+     _parsed([dict(number=None, text="アセトアミノフェンがおすすめです", name="アセトアミノフェン",
+                   reason="アセトアミノフェンがおすすめです"),
+              dict(number=None, text="アセトアミノフェンとイブプロフェンを一緒に飲むとよい", name="イブプロフェン",
+                   reason="アセトアミノフェンとイブプロフェンを一緒に飲むとよい")], prose=True)),
+])
+def test_parse_answer_edges(judge, text, expected):
+    assert judge.parse(text) == expected
+
+
+class _Text:
+    """Not a string; its text is an answer."""
+
+    def __str__(self):
+        return "1. カロナール - 胃にやさしい"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("1. カロナール - 胃にやさしい\n\n2. イブ - 痛みに",  # a blank line ends nothing
+     _parsed([(1, "カロナール - 胃にやさしい"), (2, "イブ - 痛みに")], numbered=2)),
+    # "1)" mid-line with no "2." after it is not a run of items: the line is extra text
+    ("1. カロナール - 胃にやさしい\n2. イブ - 痛みに\nなお、1) 空腹時は避ける",
+     _parsed([(1, "カロナール - 胃にやさしい"), (2, "イブ - 痛みに")], numbered=2, extra_lines=1,
+             extra_texts=["なお、1) 空腹時は避ける"])),
+    # a run of exactly two items mid-line; a run after a numbered line adds to its count
+    ("以下です。1. カロナール - 胃 2. イブ - 痛み",
+     _parsed([(1, "カロナール - 胃", True), (2, "イブ - 痛み", True)], numbered=2, extra_lines=1,
+             extra_texts=["以下です。"], inline=True)),
+    ("1. カロナール - 胃\n以下も。1. イブ - 痛み 2. ロキソニン - 早い",
+     _parsed([(1, "カロナール - 胃"), (1, "イブ - 痛み", True), (2, "ロキソニン - 早い", True)], numbered=3,
+             extra_lines=1, extra_texts=["以下も。"], inline=True)),
+    # prose over two lines is read as one text, the lines joined by a space
+    ("アセトアミノフェンがおすすめです。\nイブプロフェンも効きます。",
+     _parsed([dict(number=None, text="アセトアミノフェンがおすすめです", name="アセトアミノフェン",
+                   reason="アセトアミノフェンがおすすめです"),
+              dict(number=None, text="イブプロフェンも効きます", name="イブプロフェン", reason="イブプロフェンも効きます")],
+             prose=True)),
+    # not a string: None is no answer, anything else is read as its text
+    (None, _parsed([])),
+    (_Text(), _parsed([(1, "カロナール - 胃にやさしい")], numbered=1)),
+])
+def test_parse_answer_lines_runs_prose_and_non_strings(judge, text, expected):
+    assert judge.parse(text) == expected
+
+
+def test_split_name_reason_one_character_name_and_brackets_without_reason():
+    from course_lib.level3.judge.rubric_parse import split_name_reason
+
+    assert split_name_reason("水 - 脱水を防ぐ") == ("水", "脱水を防ぐ")  # a separator at position 1 splits
+    assert split_name_reason("水:脱水を防ぐ") == ("水", "脱水を防ぐ")
+    assert split_name_reason("「カロナール」") == ("カロナール", "")
