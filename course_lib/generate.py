@@ -1,13 +1,19 @@
 """Batched text generation: many prompts, N samples each, decoded together with a KV cache.
 
-``sample_answers`` does what ``model.generate(do_sample=True, temperature=..., top_p=..., top_k=0)``
-does, in a short loop of its own for two reasons that matter on a CPU:
+``sample_answers`` samples as ``model.generate(do_sample=True, temperature=..., top_p=..., top_k=0)``
+does (greedy at ``temperature=0``), in a short loop of its own (``decode_batch``) that wastes less
+on a CPU:
 
 - a sequence that has written its end-of-turn token leaves the batch (its rows of the KV cache are
   dropped), so one long answer no longer keeps 127 finished ones decoding padding;
-- every answer draws its random numbers from its own generator (seeded from ``seed`` and the
-  answer's place in the job list), so an answer does not depend on ``batch_size`` or on which
-  other answers share its batch, and a seed repeats exactly.
+- the KV cache is written in place (``PreallocatedLayer``) instead of being copied with every token,
+  and only the last position's logits are computed;
+- the next token is drawn by inverting the cumulative distribution (``pick_next_tokens``) with one
+  uniform number from the answer's own generator (seeded from ``seed`` and the answer's place in the
+  job list), so an answer does not depend on ``batch_size`` or on which other answers share its
+  batch, and a seed repeats exactly.
+
+A test checks that its greedy answers equal ``model.generate``'s.
 """
 from __future__ import annotations
 

@@ -1,12 +1,17 @@
 """The test session's executed book, built in a background process while the unit tests run.
 
-Executing the lessons is most of the suite's time, and most of it is one single-threaded process:
-the session starts it as soon as collection shows that a test needs it, orders those tests
-last (``tests/conftest.py``), and runs the other tests meanwhile on the other core.
+Executing the lessons is most of the suite's time: the session starts it as soon as collection
+shows that a test needs it, orders those tests last (``tests/conftest.py``), and runs the other
+tests meanwhile.
 
 The background process does what ``make course`` does, into temporary folders: every lesson of
 ``_toc.yml`` (quick, tiny model, rubric judge), its own execution cache and its own level-3 runs
 folder, so a run left in ``runs/level3`` or ``.cache/`` by older code can never pass the tests.
+
+The lessons run in two lanes at once, each in its own process (``lanes``): level 3's pages, the
+longest chain (the second reuses the first's runs, so they stay in order), beside the others. Each
+lane writes into its own folder; when both are done their files are gathered into the book's
+``executed`` folder and one report is written in book order, as ``run_all`` writes it.
 
 Run by the session as ``python tests/book_run.py <folder>``; it writes ``<folder>/report.pickle``
 (the :class:`~course_lib.publish.runner.RunReport`) and its log to ``<folder>/book-run.log``.
@@ -68,14 +73,43 @@ class BookRun:
                 self.process.kill()
 
 
-def main(folder: Path) -> None:
-    from course_lib.publish.runner import run_all
+def lanes(names: list[str]) -> list[list[str]]:
+    """The lessons in two lanes, each in book order: level 3's pages, and the rest."""
+    level3 = [n for n in names if n.startswith("level3")]
+    return [lane for lane in ([n for n in names if n not in level3], level3) if lane]
 
-    root = folder / "book-build"
+
+def run_lane(folder: Path, k: int) -> None:
+    from course_lib.publish.runner import run_all, toc_notebooks
+
+    report = run_all(PARAMETERS, folder / f"lane{k}", only=lanes(toc_notebooks())[k],
+                     cache_dir=folder / "executed-cache")
+    (folder / f"lane{k}.pickle").write_bytes(pickle.dumps(report))
+
+
+def main(folder: Path) -> None:
+    from course_lib.publish.runner import RunReport, toc_notebooks, write_report
+
+    names = toc_notebooks()
+    procs = [subprocess.Popen([sys.executable, __file__, str(folder), str(k)]) for k in range(len(lanes(names)))]
+    codes = [p.wait() for p in procs]
+    if any(codes):
+        sys.exit(f"a lane of the lesson run failed (exit codes {codes})")
+    reports = [pickle.loads((folder / f"lane{k}.pickle").read_bytes()) for k in range(len(procs))]
+    out = folder / "book-build" / "book" / "executed"
+    for k in range(len(procs)):  # every file a lesson wrote; the lane's own report is replaced below
+        shutil.copytree(folder / f"lane{k}", out, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("report.md", "report.json"))
+    results = {r.name: r for rep in reports for r in rep.results}
     # Lessons that fail are in the report (status "failed"), for the tests to show one by one.
-    report = run_all(PARAMETERS, root / "book" / "executed", cache_dir=folder / "executed-cache")
+    report = RunReport(started=min(rep.started for rep in reports), environment=reports[0].environment,
+                       results=[results[n] for n in names])
+    write_report(report, out)
     (folder / "report.pickle").write_bytes(pickle.dumps(report))
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    if len(sys.argv) > 2:
+        run_lane(Path(sys.argv[1]), int(sys.argv[2]))
+    else:
+        main(Path(sys.argv[1]))
