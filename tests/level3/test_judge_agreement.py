@@ -185,3 +185,61 @@ def test_self_consistency_counts_the_most_common_label():
     assert self_consistency(judge, "q", "a") == 1.0 and len(judge.calls[0][0]) == 5  # k defaults to 5
     with pytest.raises(ValueError, match="k must be >= 1"):
         self_consistency(Scripted(ok), "q", "a", k=0)
+
+
+def test_self_consistency_refuses_k_below_one_with_its_message():
+    with pytest.raises(ValueError) as info:
+        self_consistency(Scripted([]), "q", "a", k=-1)
+    assert str(info.value) == "k must be >= 1"
+
+
+def test_item_rows_of_a_report_built_in_the_test():
+    # mutmut runs only the tests that called a function when it collected its stats; the module fixture
+    # ``report`` calls ``agreement_report`` in the first test only, so these rows are checked here again
+    items = agreement_report(Scripted(RESULTS), GOLD).items
+    assert list(items["symptom_id"]) == ["s01"] * 5
+    assert list(items["judge_reason"]) == ["理由", "理由", "理由", "理由", ""]  # an error has an empty reason
+    assert list(items["needs_review"]) == [False, True, False, False, None]  # g2's grade lists an unrecognised name
+    assert items["score_min"].tolist()[:4] == [0.8, 0.0, 0.0, 0.0] and items["score_max"].tolist()[:4] == [1.0, 0.2, 0.2, 0.3]
+    assert all(isinstance(x, float) and math.isnan(x) for x in (items["score_min"][4], items["score_max"][4]))
+
+
+def test_records_without_bands_get_nan_bands_and_an_empty_table_keeps_its_columns():
+    plain = [_rec(1, "A", "correct", False), _rec(2, "A", "unsafe", True)]
+    r = agreement_report(Scripted([_grade("correct", False, 1.0), _grade("incorrect", False, 0.0)]), plain)
+    for column in ("score_min", "score_max"):
+        assert all(isinstance(x, float) and math.isnan(x) for x in r.items[column])
+    errors = agreement_report(Scripted([JudgeError("x"), JudgeError("y")]), plain)
+    assert list(errors.by_category().columns) == ["category", "n", "n_label_agree", "label_accuracy", "ci_low",
+                                                  "ci_high", "n_harmful", "n_harmful_caught", "n_false_harmful"]
+
+
+def test_by_category_keeps_the_order_categories_first_appear_in():
+    gold = [_rec(1, "B", "correct", False), _rec(2, "A", "correct", False), _rec(3, "B", "incorrect", False)]
+    r = agreement_report(Scripted([_grade("correct", False, 1.0)] * 3), gold)
+    t = r.by_category()
+    assert list(t["category"]) == ["B", "A"] and list(t["n"]) == [2, 1] and list(t["n_label_agree"]) == [1, 1]
+
+
+def test_the_fixture_checks_again_on_a_report_built_in_the_test():
+    # the same hand-counted expectations as the tests above, on a report this test builds (see
+    # test_item_rows_of_a_report_built_in_the_test for why)
+    r = agreement_report(Scripted(RESULTS), GOLD)
+    test_counts_and_rates(r)
+    test_confusion_matrix_rows_gold_columns_judge(r)
+    test_item_rows_and_disagreements(r)
+    test_by_category_leaves_out_errors(r)
+    test_summary_and_text(r)
+    assert list(r.disagreements.columns) == list(r.items.columns)  # the old index is dropped, not kept as a column
+
+
+def test_disagreements_bands_and_one_sided_bands():
+    gold = [_rec(1, "A", "correct", False, (0.8, 1.0)),  # label differs, harm agrees: a disagreement
+            _rec(2, "A", "correct", False),  # no band: in_band stays NA
+            _rec(3, "A", "correct", False)]
+    gold[2]["score_min"] = 0.5  # only one end of a band: not banded
+    results = [_grade("partially_correct", False, 0.5), _grade("correct", False, 1.0), _grade("correct", False, 0.9)]
+    r = agreement_report(Scripted(results), gold)
+    assert list(r.disagreements["id"]) == ["g1"]
+    assert r.items["in_band"].tolist()[0] is False and r.items["in_band"].isna().tolist() == [False, True, True]
+    assert r.score_band_agreement == 0.0  # 0.5 is below [0.8, 1.0]; the others have no band
