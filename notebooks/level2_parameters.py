@@ -1348,8 +1348,6 @@ final = sweep([dict(recommended, name="推奨の設定")], train_set, val_set, d
               evaluate=split_scorer({"validation": val_set, "heldout": heldout, "test": test_records},
                                     greedy_answers)).iloc[0]
 
-
-
 final_rows = [("検証データ（学習用から取り分け）", "validation", "設定選び・早期終了（検証損失）"),
               ("レベル1の検証用（heldout.jsonl）", "heldout", "実験6の形式の測定"),
               ("テスト用（test.jsonl）", "test", "この節で一度だけ")]
