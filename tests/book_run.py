@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -92,6 +93,18 @@ def main(folder: Path) -> None:
 
     names = toc_notebooks()
     procs = [subprocess.Popen([sys.executable, __file__, str(folder), str(k)]) for k in range(len(lanes(names)))]
+
+    def stop_lanes(signum, frame):  # BookRun.stop terminates this process: the lanes (and their kernels) go too
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        sys.exit(f"stopped by signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop_lanes)
     codes = [p.wait() for p in procs]
     if any(codes):
         sys.exit(f"a lane of the lesson run failed (exit codes {codes})")
