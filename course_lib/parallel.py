@@ -14,9 +14,12 @@ calls (``reuse_pool=True``): starting a worker (importing torch, loading the mod
 """
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import signal
+import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Callable, Sequence
@@ -41,24 +44,43 @@ def _timed_job(fn: Callable, args: tuple) -> tuple[Any, dict]:
 _KEPT_POOLS: dict[int, ProcessPoolExecutor] = {}
 
 
-def _new_pool(workers: int, initializer: Callable | None = None) -> ProcessPoolExecutor:
+PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h): the signal a process gets when its parent dies
+
+
+def _exit_with_parent(parent_pid: int | None) -> None:
+    # A killed kernel (Jupyter's "restart", papermill's timeout, a stopped test session) cannot shut its
+    # pool down: a worker in the middle of a training would go on alone for minutes, holding a core.
+    # Linux can end it with its parent. Elsewhere the worker ends when its current job does.
+    if parent_pid is None or not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent_pid:  # the parent died before the line above
+        os._exit(1)
+
+
+def _init_worker(parent_pid: int | None, ignore_interrupts: bool) -> None:
+    _exit_with_parent(parent_pid)
+    if ignore_interrupts:
+        # A kept worker outlives the call that started it. When Jupyter stops the kernel it interrupts the
+        # kernel's whole process group: the idle worker would print a KeyboardInterrupt traceback into the
+        # log. The kernel decides; the worker just exits when the pool is shut down.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _new_pool(workers: int, ignore_interrupts: bool = False) -> ProcessPoolExecutor:
+    # The kernel sends the death signal when the *thread* that started the worker ends, so it is only
+    # asked for from the main thread (where a lesson's cells run), which lives as long as the kernel.
+    parent_pid = os.getpid() if threading.current_thread() is threading.main_thread() else None
     # "spawn": a fresh interpreter per worker; forking a process that has started torch's or the
     # tokenizer's threads can deadlock
     return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=initializer)
-
-
-def _ignore_interrupts() -> None:
-    # A kept worker outlives the call that started it. When Jupyter stops the kernel it interrupts the
-    # kernel's whole process group: the idle worker would print a KeyboardInterrupt traceback into the
-    # log. The kernel decides; the worker just exits when the pool is shut down.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+                               initializer=_init_worker, initargs=(parent_pid, ignore_interrupts))
 
 
 def _kept_pool(workers: int) -> ProcessPoolExecutor:
     """A pool kept for the rest of this process (the lesson's kernel), so its workers keep what they loaded."""
     if workers not in _KEPT_POOLS:
-        _KEPT_POOLS[workers] = _new_pool(workers, initializer=_ignore_interrupts)
+        _KEPT_POOLS[workers] = _new_pool(workers, ignore_interrupts=True)
     return _KEPT_POOLS[workers]
 
 

@@ -104,3 +104,64 @@ def test_kept_workers_are_reused_and_ignore_the_interrupt_jupyter_sends_when_it_
         pool = parallel._KEPT_POOLS.pop(2, None)
         if pool is not None:
             pool.shutdown()
+
+
+def _workers_of(parent_pid: int) -> list[int]:
+    """Pids of the spawned pool workers whose parent is ``parent_pid`` (read from /proc)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{entry}/stat", encoding="utf-8").read()
+            cmdline = open(f"/proc/{entry}/cmdline", "rb").read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state letter
+        if ppid == parent_pid and b"spawn_main" in cmdline:
+            pids.append(int(entry))
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = open(f"/proc/{pid}/stat", encoding="utf-8").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads the process table from Linux's /proc")
+@pytest.mark.parametrize("reuse_pool", [False, True])
+def test_busy_workers_end_when_their_kernel_is_killed(reuse_pool):
+    # A kernel killed in the middle of a job (Jupyter's restart, papermill's timeout) cannot shut its pool
+    # down; the workers must not go on with a job nobody will read (here: a 120 s sleep).
+    import signal
+    import subprocess
+    import sys
+
+    kernel = subprocess.Popen([sys.executable, "-c",
+                               "import time; from course_lib.parallel import run_jobs; "
+                               f"run_jobs(time.sleep, [(120,), (120,)], workers=2, reuse_pool={reuse_pool})"])
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(workers) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            workers = _workers_of(kernel.pid)
+        assert len(workers) == 2, f"expected two workers of the kernel, found {workers}"
+        time.sleep(2.0)  # both have started their 120 s job
+        assert all(_alive(pid) for pid in workers)
+        kernel.kill()
+        kernel.wait()
+        deadline = time.monotonic() + 15
+        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(pid) for pid in workers), "a worker went on after its kernel was killed"
+    finally:
+        kernel.kill()
+        for pid in workers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
