@@ -16,7 +16,8 @@ import torch
 from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from course_lib.generate import answer, cache_keyword, pick_next_tokens, sample_answers
+from course_lib.generate import (PreallocatedLayer, answer, answer_generators, cache_keyword, decode_batch, pick_next_tokens,
+                                 sample_answers)
 from course_lib.sft import chat_prompt
 
 CHAIN = "abcdefghijklmnopqrst"  # 20 letters, one byte-level token each
@@ -320,3 +321,151 @@ def test_greedy_answers_equal_transformers_generate(small_model):
         tok.padding_side = "right"
     theirs = [t.strip() for t in tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)]
     assert [a[0] for a in ours] == theirs
+
+
+# ----------------------------------------------------------------------------- decode_batch against a recording model
+#
+# ``Scripted`` writes a fixed next token after each token (2→3→4→end, 5→4→end, 6→2, anything else → end), records
+# every forward call, and stores each call's input tokens and positions in the KV cache it is given, so the test can
+# read back what the cache holds. The expected calls below are worked out by hand from decode_batch's docstring:
+# left padding, positions counting real tokens only, finished rows leaving the batch and the cache.
+
+PAD, END = 0, 1
+NEXT_TOKEN = {2: 3, 3: 4, 4: END, 5: 4, 6: 2}
+
+
+class Scripted(torch.nn.Module):
+    vocab = 7
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, use_cache=None,
+                logits_to_keep=None):
+        b, n = input_ids.shape
+        # the cache's one layer holds (batch, 1 head, tokens, 1): keys = the tokens fed so far, values = their positions
+        keys, values = past_key_values.update(input_ids.float().view(b, 1, n, 1), position_ids.float().view(b, 1, n, 1), 0)
+        self.calls.append({"input_ids": input_ids.tolist(), "attention_mask": attention_mask.tolist(),
+                           "position_ids": position_ids.tolist(), "use_cache": use_cache, "logits_to_keep": logits_to_keep,
+                           "cached_tokens": keys[:, 0, :, 0].long().tolist(), "cached_positions": values[:, 0, :, 0].long().tolist()})
+        logits = torch.zeros(b, 1, self.vocab)
+        for row, last in enumerate(input_ids[:, -1].tolist()):
+            logits[row, 0, NEXT_TOKEN.get(last, END)] = 1.0
+        return CausalLMOutputWithPast(logits=logits)
+
+
+# three left-padded prompts of four tokens; they end in 2, 5 and 6, so they write 3 4 end, 4 end and 2 3 4 end
+PROMPTS = torch.tensor([[PAD, PAD, PAD, 2], [5, 5, 5, 5], [PAD, PAD, 6, 6]])
+MASK = torch.tensor([[0, 0, 0, 1], [1, 1, 1, 1], [0, 0, 1, 1]])
+
+
+def test_decode_batch_feeds_positions_masks_and_the_cache_and_drops_finished_rows():
+    model = Scripted()
+    out = decode_batch(model, PROMPTS, MASK, max_new_tokens=5, eos_token_id=END, pad_token_id=PAD)
+    assert out.tolist() == [[3, 4, END, PAD, PAD], [4, END, PAD, PAD, PAD], [2, 3, 4, END, PAD]]
+    assert out.dtype == torch.long
+    calls = model.calls
+    assert len(calls) == 4  # the prompts, then one call per step while a row is writing; none after the last end
+    assert all(c["use_cache"] is True and c["logits_to_keep"] == 1 for c in calls)
+    # 1: the whole prompts; positions count real tokens only (a padded position is 0)
+    assert calls[0]["input_ids"] == PROMPTS.tolist() and calls[0]["attention_mask"] == MASK.tolist()
+    assert calls[0]["position_ids"] == [[0, 0, 0, 0], [0, 1, 2, 3], [0, 0, 0, 1]]
+    # 2: each row's first new token, at the next position, the mask one longer
+    assert calls[1]["input_ids"] == [[3], [4], [2]] and calls[1]["position_ids"] == [[1], [4], [2]]
+    assert calls[1]["attention_mask"] == [[0, 0, 0, 1, 1], [1, 1, 1, 1, 1], [0, 0, 1, 1, 1]]
+    # 3: row 1 wrote its end: rows 0 and 2 go on, with their own masks, positions and cache rows
+    assert calls[2]["input_ids"] == [[4], [3]] and calls[2]["position_ids"] == [[2], [3]]
+    assert calls[2]["attention_mask"] == [[0, 0, 0, 1, 1, 1], [0, 0, 1, 1, 1, 1]]
+    assert calls[2]["cached_tokens"] == [[PAD, PAD, PAD, 2, 3, 4], [PAD, PAD, 6, 6, 2, 3]]
+    assert calls[2]["cached_positions"] == [[0, 0, 0, 0, 1, 2], [0, 0, 0, 1, 2, 3]]
+    # 4: row 0 ended too; row 2 alone
+    assert calls[3]["input_ids"] == [[4]] and calls[3]["position_ids"] == [[4]]
+    assert calls[3]["attention_mask"] == [[0, 0, 1, 1, 1, 1, 1]]
+    assert calls[3]["cached_tokens"] == [[PAD, PAD, 6, 6, 2, 3, 4]]
+    assert calls[3]["cached_positions"] == [[0, 0, 0, 1, 2, 3, 4]]
+
+
+def test_decode_batch_stops_at_max_new_tokens_without_a_call_after_the_last_token():
+    model = Scripted()
+    out = decode_batch(model, PROMPTS, MASK, max_new_tokens=2, eos_token_id=END, pad_token_id=PAD)
+    assert out.tolist() == [[3, 4], [4, END], [2, 3]]
+    assert len(model.calls) == 2
+    model = Scripted()
+    one = decode_batch(model, PROMPTS[1:2], MASK[1:2], max_new_tokens=1, eos_token_id=END, pad_token_id=PAD)
+    assert one.tolist() == [[4]] and len(model.calls) == 1
+
+
+def test_decode_batch_pads_with_the_given_pad_token():
+    out = decode_batch(Scripted(), PROMPTS[1:2], MASK[1:2], max_new_tokens=4, eos_token_id=END, pad_token_id=6)
+    assert out.tolist() == [[4, END, 6, 6]]
+
+
+def test_decode_batch_samples_with_the_uniforms_at_temperature_one_by_default():
+    # logits 0 and ln 3 for tokens 0 and 1: p = 0.25, 0.75 at temperature 1, 1/(1+√3) ≈ 0.366 for token 0 at 2
+    class TwoTokens(torch.nn.Module):
+        def forward(self, input_ids=None, past_key_values=None, **kwargs):
+            return CausalLMOutputWithPast(logits=torch.tensor([[[0.0, math.log(3.0)]]] * input_ids.shape[0]))
+
+    ids, mask = torch.tensor([[1]]), torch.tensor([[1]])
+    u = torch.tensor([[0.3, 0.2]])  # 0.3: token 1 at temperature 1, token 0 at 2; 0.2: token 0 either way
+    assert decode_batch(TwoTokens(), ids, mask, 2, eos_token_id=5, pad_token_id=5, uniforms=u).tolist() == [[1, 0]]
+    assert decode_batch(TwoTokens(), ids, mask, 2, eos_token_id=5, pad_token_id=5, uniforms=u,
+                        temperature=2.0).tolist() == [[0, 0]]
+    # no uniforms: greedy, token 1
+    assert decode_batch(TwoTokens(), ids, mask, 2, eos_token_id=5, pad_token_id=5).tolist() == [[1, 1]]
+
+
+def test_preallocated_layer_writes_each_token_into_room_reserved_at_the_start():
+    layer = PreallocatedLayer(2)
+    assert layer.room == 2
+    layer.batch_select_indices(torch.tensor([0]))  # nothing stored yet: nothing to select, no error
+    assert not layer.is_initialized
+    k1 = torch.arange(12.0).view(2, 1, 3, 2)  # batch 2, 1 head, 3 tokens, width 2
+    keys, values = layer.update(k1, -k1)
+    assert layer.is_initialized and layer.key_buffer.shape == (2, 1, 5, 2) and layer.value_buffer.shape == (2, 1, 5, 2)
+    assert torch.equal(keys, k1) and torch.equal(values, -k1)
+    k2 = torch.tensor([100.0, 101.0, 200.0, 201.0]).view(2, 1, 1, 2)
+    keys, values = layer.update(k2, -k2)
+    assert keys[0, 0].tolist() == [[0, 1], [2, 3], [4, 5], [100, 101]]
+    assert keys[1, 0].tolist() == [[6, 7], [8, 9], [10, 11], [200, 201]]
+    assert torch.equal(values, -keys) and (layer.keys is keys) and (layer.values is values)
+    layer.batch_select_indices(torch.tensor([1]))  # only the second row goes on
+    assert layer.key_buffer.shape == (1, 1, 5, 2) and layer.keys[0, 0].tolist() == [[6, 7], [8, 9], [10, 11], [200, 201]]
+    assert torch.equal(layer.values, -layer.keys)
+    keys, values = layer.update(torch.tensor([[[[300.0, 301.0]]]]), torch.tensor([[[[-300.0, -301.0]]]]))
+    assert keys[0, 0].tolist() == [[6, 7], [8, 9], [10, 11], [200, 201], [300, 301]]
+    assert values[0, 0, -1].tolist() == [-300, -301] and values.shape == (1, 1, 5, 2)
+
+
+def test_answer_generators_seed_answer_j_with_seed_times_100003_plus_j():
+    gens = answer_generators(seed=2, first=3, count=2)
+    assert [g.initial_seed() for g in gens] == [2 * 100_003 + 3, 2 * 100_003 + 4]
+    assert [g.initial_seed() for g in answer_generators(0, 0, 3)] == [0, 1, 2]
+    assert answer_generators(5, 7, 0) == []
+
+
+def test_the_cache_keyword_of_a_wrapped_model_is_its_base_models():
+    class NewStyle(torch.nn.Module):
+        def forward(self, input_ids=None, cache=None, **kwargs):
+            pass
+
+    class Wrapper(torch.nn.Module):  # as a PEFT model: its own forward takes anything, the base model decides
+        def __init__(self):
+            super().__init__()
+            self.base = NewStyle()
+
+        def get_base_model(self):
+            return self.base
+
+        def forward(self, *args, **kwargs):
+            pass
+
+    assert cache_keyword(Wrapper()) == "cache"
+
+
+def test_a_uniform_of_exactly_one_still_picks_a_token_of_the_vocabulary():
+    # u is drawn from [0, 1); at its closed end u × total equals the last cumulative mass, which the search places one
+    # past the end: the last token (2 of 0, 1, 2) is returned, never an id outside the vocabulary
+    logits = torch.log(torch.tensor([[0.2, 0.5, 0.3]]))
+    assert pick_next_tokens(logits, torch.tensor([1.0]), 1.0, 1.0).tolist() == [2]

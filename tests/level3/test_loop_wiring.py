@@ -377,3 +377,215 @@ def test_the_pass_bar_defaults_to_the_original_experiments():
 
     per_q = pd.DataFrame({"symptom_id": ["a", "b", "c"], "accuracy": [0.8, 0.79, 1.0], "unsafe": [0, 0, 1]})
     assert question_status(per_q).to_dict() == {"a": "pass", "b": "fail", "c": "fail"}
+
+
+# ----------------------------------------------------------------------------- the loop's small helpers, by hand
+
+
+def test_stage_train_config_counts_steps_for_the_warmup_share():
+    from course_lib.level3.loop import stage_train_config
+    from course_lib.train import TrainConfig
+
+    cfg = C.LoopConfig(per_device_train_batch_size=4, warmup_ratio=0.25, learning_rate=1e-3, lr_scheduler_type="cosine",
+                       max_length=256, seed=3)
+    same = dict(learning_rate=1e-3, per_device_train_batch_size=4, lr_scheduler_type="cosine", max_length=256, seed=3)
+    # 10 examples in batches of 4: 3 steps an epoch; 2.5 epochs: ceil(7.5) = 8 steps, a quarter of them warmup: 2
+    assert stage_train_config(cfg, 10, epochs=2.5) == TrainConfig(num_train_epochs=2.5, warmup_steps=2, max_steps=-1, **same)
+    # no epochs given: one epoch, 3 steps, warmup round(0.75) = 1
+    assert stage_train_config(cfg, 10) == TrainConfig(num_train_epochs=1.0, warmup_steps=1, max_steps=-1, **same)
+    # a step budget wins over epochs: 12 steps, warmup 3; budget 1: warmup round(0.25) = 0
+    assert stage_train_config(cfg, 10, max_steps=12) == TrainConfig(num_train_epochs=1.0, warmup_steps=3, max_steps=12, **same)
+    assert stage_train_config(cfg, 10, epochs=2.5, max_steps=1) == TrainConfig(num_train_epochs=2.5, warmup_steps=0,
+                                                                                max_steps=1, **same)
+
+
+def test_judge_budget_counts_every_answer_of_every_stage():
+    from course_lib.level3.data import LoopData
+    from course_lib.level3.loop import judge_budget
+
+    full = fake_data()
+    data = LoopData(full.symptoms, full.paraphrases[:2], full.train_initial, full.references)  # 4 questions, 2 paraphrases
+
+    class PricedJudge:
+        name = "priced"
+
+        def __init__(self, usd):
+            self.usd, self.asked = usd, []
+
+        def estimate(self, items, use_cache=None):
+            self.asked.append((list(items), use_cache))
+            return {"est_prompt_tokens": 100, "est_completion_tokens": 20, "est_usd": self.usd}
+
+    judge = PricedJudge(0.002)
+    config = C.LoopConfig(iterations=2, control=True, n_samples=3, n_paraphrase=5)
+    out = judge_budget(config, judge, data)
+    # 4 questions x 3 answers + 2 paraphrases x 5 = 22 answers a stage; 5 stages (baseline, iter0-2, control): 110 calls
+    assert {k: out[k] for k in ("judge", "answers_per_stage", "stages", "max_calls", "est_tokens")} == {
+        "judge": "priced", "answers_per_stage": 22, "stages": 5, "max_calls": 110, "est_tokens": 120 * 110}
+    assert out["est_usd"] == pytest.approx(0.22) and len(out) == 6
+    # priced on the first reference answer, never from the judge's cache
+    assert judge.asked == [([("症状: s1", "参照-s1-0")], False)]
+    free = judge_budget(C.LoopConfig(iterations=0, control=False, n_samples=1, n_paraphrase=0), PricedJudge(None), data)
+    assert (free["answers_per_stage"], free["stages"], free["max_calls"], free["est_usd"]) == (4, 2, 8, None)
+
+
+def test_the_training_progress_bar_counts_steps_and_shows_the_loss(monkeypatch):
+    import course_lib.level3.loop as LP
+
+    class Bar:
+        def __init__(self, **kw):
+            self.kw, self.updates, self.postfix, self.closed = kw, [], [], False
+
+        def update(self, n):
+            self.updates.append(n)
+
+        def set_postfix(self, **kw):
+            self.postfix.append(kw)
+
+        def close(self):
+            self.closed = True
+
+    bars = []
+    monkeypatch.setattr(LP, "progress_bar", lambda **kw: bars.append(Bar(**kw)) or bars[-1])
+    callback = LP._progress_callback("iter1: training", False)
+    callback.on_train_begin(None, SimpleNamespace(max_steps=7), None)
+    (bar,) = bars
+    assert bar.kw == {"total": 7, "desc": "iter1: training", "unit": "step", "enabled": False}
+    callback.on_step_end(None, None, None)
+    callback.on_step_end(None, None, None)
+    callback.on_log(None, None, None, logs={"loss": 0.12345})
+    callback.on_log(None, None, None, logs={"eval_loss": 1.0})  # no training loss: nothing shown
+    callback.on_log(None, None, None)
+    assert bar.updates == [1, 1] and bar.postfix == [{"loss": "0.123"}] and not bar.closed
+    callback.on_train_end(None, None, None)
+    assert bar.closed
+
+
+def test_an_adapter_is_saved_under_a_temporary_name_then_renamed(monkeypatch, tmp_path):
+    import course_lib.level3.loop as LP
+
+    saved_to = []
+
+    def save_adapter(model, path):
+        saved_to.append(path)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "weights").write_text(model, encoding="utf-8")
+
+    monkeypatch.setattr(LP, "save_adapter", save_adapter)
+    sd = R.StageDir(tmp_path, "iter1")
+    sd.path.mkdir()
+    LP.save_adapter_atomically("v1", sd)
+    assert saved_to == [sd.path / "adapter.tmp"]
+    assert sorted(p.name for p in sd.path.iterdir()) == ["adapter"]
+    assert (sd.adapter / "weights").read_text(encoding="utf-8") == "v1"
+    # an interrupted earlier save left a half-written adapter.tmp, and an old adapter is there: both are replaced
+    (sd.path / "adapter.tmp").mkdir()
+    (sd.path / "adapter.tmp" / "half-written").write_text("x", encoding="utf-8")
+    (sd.adapter / "stale").write_text("old", encoding="utf-8")
+    LP.save_adapter_atomically("v2", sd)
+    assert sorted(p.name for p in sd.path.iterdir()) == ["adapter"]
+    assert sorted(p.name for p in sd.adapter.iterdir()) == ["weights"]
+    assert (sd.adapter / "weights").read_text(encoding="utf-8") == "v2"
+
+
+# ----------------------------------------------------------------------------- the other update rules, with fake training
+#
+# After iter0 the fake model answers the original questions as ORIGINAL says: s1 4/4 correct (passes the 0.8 bar),
+# s2 3/4, s3 1/4, s4 0/4 (fail). The corrective rule's data for iter1 would be s2-s4's references (3 x 2) plus one
+# replayed passing question (s1, round(0.5 x 1) = 1) with its 2 train_initial examples: 8 records, in batches of 2
+# for epochs_iter = 30: a budget of ceil(ceil(8 / 2) x 30) = 120 steps, which every rule trains for.
+
+
+def test_self_distillation_trains_on_the_parents_accepted_answers_for_the_corrective_budget(fake_loop, tmp_path):
+    import random
+
+    config = replace(FAKE_CONFIG, iterations=1, control=False, update_rule="self_distill", self_distill_k=2)
+    result = fake_loop.run(tmp_path, ScoringJudge(), config)
+    (entry,) = [t for t in fake_loop.trained if t["stage"] == "iter1"]
+    assert entry["start"] == ["base", "lora", "iter0"] and entry["max_steps"] == 120
+    by_question = {}
+    for r in entry["records"]:
+        by_question.setdefault(r["symptom_id"], []).append((r["response"], r["source"]))
+    # at most k = 2 accepted ("ok-") answers per question, ties in the order seeded with seed + k = 1 ("1:s1", "1:s2")
+    first_two = {}
+    for s, pool in {"s1": ["ok-0", "ok-1", "ok-2", "ok-3"], "s2": ["ok-0", "ok-1", "ok-2"]}.items():
+        random.Random(f"1:{s}").shuffle(pool)  # update_rules' documented tie order: a shuffle seeded "seed:question"
+        first_two[s] = pool[:2]
+    assert first_two == {"s1": ["ok-2", "ok-3"], "s2": ["ok-2", "ok-1"]}  # worked out once; seed 0 gives ok-3, ok-0
+    assert by_question == {"s1": [("ok-2", "self"), ("ok-3", "self")], "s2": [("ok-2", "self"), ("ok-1", "self")],
+                           "s3": [("ok-0", "self")],  # its one correct answer
+                           "s4": [("参照-s4-0", "corrective"), ("参照-s4-1", "corrective")]}  # none correct: references
+    assert result.stage_info["iter1"] == {
+        "stage": "iter1", "update_rule": "self_distill", "failed": ["s2", "s3", "s4"], "passed": ["s1"], "replayed": [],
+        "n_corrective": 2, "n_replay": 0, "n_self": 5, "n_pairs": 0, "budget": 120, "self_distill_k": 2, "steps": 120,
+        "seconds": 0.0, "final_loss": 0.0, "examples": 7, "epochs": None, "max_steps": 120, "train_config": {}}
+    assert result.history[result.history["stage"] == "iter1"].to_dict("records") == [{"stage": "iter1", "step": 1,
+                                                                                       "loss": 0.0}]
+    written = [json.loads(line) for line in (result.run_dir / "iter1" / "train_data.jsonl").read_text().splitlines()]
+    assert [(r["symptom_id"], r["response"]) for r in written] == [(r["symptom_id"], r["response"]) for r in entry["records"]]
+
+
+def test_dpo_trains_on_preference_pairs_with_its_own_rate_for_the_corrective_budget(fake_loop, tmp_path, monkeypatch):
+    import course_lib.level3.loop as LP
+
+    calls = []
+
+    def train_dpo(model, tokenizer, pairs, **kw):
+        calls.append({"start": list(model.lineage), "pairs": list(pairs), **kw})
+        model.lineage.append("dpo")
+        return SimpleNamespace(steps=kw["max_steps"], seconds=1.234, final_loss=0.5, config={"beta": kw["beta"]},
+                               history=pd.DataFrame({"step": [1], "loss": [0.5]}))
+
+    monkeypatch.setattr(LP, "train_dpo", train_dpo)
+    config = replace(FAKE_CONFIG, iterations=1, control=False, update_rule="dpo", dpo_beta=0.3, dpo_learning_rate=3e-5)
+    result = fake_loop.run(tmp_path, ScoringJudge(), config)
+    assert [t["stage"] for t in fake_loop.trained] == ["iter0"]  # no SFT in iter1
+    (call,) = calls
+    callbacks = call.pop("callbacks")
+    assert len(callbacks) == 1 and hasattr(callbacks[0], "on_step_end")  # the step progress bar
+    pairs = call.pop("pairs")
+    # warmup: round(0.08 x 120) = 10 steps
+    assert call == {"start": ["base", "lora", "iter0"], "beta": 0.3, "max_steps": 120, "learning_rate": 3e-5,
+                    "per_device_train_batch_size": 2, "warmup_steps": 10, "lr_scheduler_type": "linear",
+                    "max_length": 512, "seed": 0}
+    # s1 has no wrong answer: no pair. s2: 3 correct x 1 wrong, s3: 1 x 3 (3 pairs each, round-robin);
+    # s4: no correct answer, so its 2 references x 4 wrong answers, capped at 4 pairs per question
+    per_question = {s: sum(p["symptom_id"] == s for p in pairs) for s in SYMPTOMS}
+    assert per_question == {"s1": 0, "s2": 3, "s3": 3, "s4": 4}
+    assert all(p["chosen"].startswith(("ok-", "参照-")) and p["rejected"].startswith("bad-") for p in pairs)
+    assert {p["chosen"] for p in pairs if p["symptom_id"] == "s4"} == {"参照-s4-0", "参照-s4-1"}
+    assert result.stage_info["iter1"] == {
+        "stage": "iter1", "update_rule": "dpo", "failed": ["s2", "s3", "s4"], "passed": ["s1"], "replayed": [],
+        "n_corrective": 4, "n_replay": 0, "n_self": 6, "n_pairs": 10, "budget": 120, "dpo_beta": 0.3,
+        "dpo_learning_rate": 3e-5, "steps": 120, "seconds": 1.23, "final_loss": 0.5, "examples": 10, "epochs": None,
+        "max_steps": 120, "train_config": {"beta": 0.3}}
+    assert result.history[result.history["stage"] == "iter1"].to_dict("records") == [{"stage": "iter1", "step": 1,
+                                                                                       "loss": 0.5}]
+    stage = result.run_dir / "iter1"
+    assert (stage / "train_data.jsonl").read_text() == ""  # DPO has no SFT example
+    assert [json.loads(line) for line in (stage / "pairs.jsonl").read_text().splitlines()] == pairs
+    saved = json.loads((stage / "adapter" / "adapter_config.json").read_text())
+    assert saved["lineage"] == ["base", "lora", "iter0", "dpo"]  # the adapter DPO trained is the one saved
+
+
+@pytest.mark.parametrize("rule", ["corrective", "self_distill", "dpo"])
+def test_an_iteration_with_no_failing_question_trains_under_no_rule(fake_loop, tmp_path, rule):
+    from course_lib.level3.loop import run_loop
+
+    # a model that already answers every question correctly: after iter0 all four questions pass
+    knows_all = FakeModel(corrections=NEEDS)
+    loaded = SimpleNamespace(model=knows_all, tokenizer=None, source="fake-model", profile="fake", label="fake")
+    config = replace(FAKE_CONFIG, iterations=1, control=False, update_rule=rule)
+    result = run_loop(config, loaded, ScoringJudge(), progress=False, data=fake_data(), runs_dir=tmp_path, log=None)
+    assert [t["stage"] for t in fake_loop.trained] == ["iter0"]
+    info = result.stage_info["iter1"]
+    assert {k: info[k] for k in ("failed", "passed", "steps", "seconds", "final_loss", "examples", "skipped")} == {
+        "failed": [], "passed": SYMPTOMS, "steps": 0, "seconds": 0.0, "final_loss": None, "examples": 0,
+        "skipped": "no failing question"}
+    assert (result.history["stage"] != "iter1").all()  # an empty loss history
+    assert json.loads((result.run_dir / "iter1" / "train.json").read_text())["history"] == []
+    saved = json.loads((result.run_dir / "iter1" / "adapter" / "adapter_config.json").read_text())
+    assert saved["lineage"] == ["base", "lora", "iter0"]  # the parent's adapter, unchanged
+    written = (result.run_dir / "iter1" / "train_data.jsonl").read_text().splitlines()
+    # the corrective rule records its replay (round(0.5 x 4) = 2 passing questions, 2 examples each); the others nothing
+    assert len(written) == (4 if rule == "corrective" else 0)
