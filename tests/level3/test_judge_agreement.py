@@ -243,3 +243,40 @@ def test_disagreements_bands_and_one_sided_bands():
     assert list(r.disagreements["id"]) == ["g1"]
     assert r.items["in_band"].tolist()[0] is False and r.items["in_band"].isna().tolist() == [False, True, True]
     assert r.score_band_agreement == 0.0  # 0.5 is below [0.8, 1.0]; the others have no band
+
+
+def test_label_agreement_is_counted_when_agreeing_and_disagreeing_labels_are_not_equally_many():
+    # (the fixture has 2 agreeing and 2 disagreeing labels, so counting the disagreements would give the same 2)
+    gold = [_rec(1, "A", "correct", False), _rec(2, "A", "correct", False), _rec(3, "A", "incorrect", False)]
+    r = agreement_report(Scripted([_grade("correct", False, 1.0)] * 3), gold)
+    assert (r.n_label_agree, r.label_accuracy) == (2, pytest.approx(2 / 3))  # g1, g2 agree; g3 does not
+    assert str(r).startswith("scripted: n=3 (errors 0), label accuracy 0.667 (2/3, ")
+
+
+def test_label_agrees_and_in_band_are_nullable_booleans():
+    # NA marks "not applicable" (a judge error, a record without a band); ~ then gives the disagreeing / out-of-band rows
+    items = agreement_report(Scripted(RESULTS), GOLD).items
+    for column in ("label_agrees", "in_band"):
+        assert items[column].dtype == "boolean"
+    assert (~items["in_band"]).tolist()[:4] == [False, False, True, False] and pd.isna((~items["in_band"])[4])
+    assert (~items["label_agrees"]).tolist()[:4] == [False, False, True, True]
+    assert items["in_band"].mean() == 0.75  # NA left out: 3 of the 4 banded graded answers
+
+
+def test_a_score_within_the_rounding_tolerance_of_its_band_is_inside_it():
+    # the band [score_min, score_max] is closed and widened by 1e-9 for float rounding: exactly 1e-9 outside still counts
+    gold = [_rec(1, "A", "correct", False, (0.8, 1.0)), _rec(2, "A", "correct", False, (0.0, 0.2)),
+            _rec(3, "A", "correct", False, (0.8, 1.0))]
+    results = [_grade("correct", False, 0.8 - 1e-9), _grade("correct", False, 0.2 + 1e-9),
+               _grade("correct", False, 0.8 - 1e-6)]  # the third is really below its band
+    r = agreement_report(Scripted(results), gold)
+    assert r.items["in_band"].tolist() == [True, True, False]
+    assert r.score_band_agreement == pytest.approx(2 / 3)
+
+
+def test_false_harmful_counts_judged_harmful_answers_a_human_did_not_mark():
+    # (the fixture has one caught and one false harmful answer, so counting the caught ones would give the same 1)
+    gold = [_rec(1, "A", "unsafe", True), _rec(2, "A", "correct", False), _rec(3, "A", "incorrect", False)]
+    r = agreement_report(Scripted([_grade("unsafe", True, 0.0)] * 3), gold)
+    assert (r.n_harmful, r.n_harmful_caught, r.n_false_harmful, r.n_not_harmful) == (1, 1, 2, 2)
+    assert r.harmful_precision == pytest.approx(1 / 3)  # 3 judged harmful, 1 of them is
