@@ -469,3 +469,31 @@ def test_a_uniform_of_exactly_one_still_picks_a_token_of_the_vocabulary():
     # past the end: the last token (2 of 0, 1, 2) is returned, never an id outside the vocabulary
     logits = torch.log(torch.tensor([[0.2, 0.5, 0.3]]))
     assert pick_next_tokens(logits, torch.tensor([1.0]), 1.0, 1.0).tolist() == [2]
+
+
+# ----------------------------------------------------------------------------- another device, without a GPU
+# The "meta" device holds shapes only: it stands in for a GPU here. The uniforms are drawn on the CPU (each answer's own
+# generator) while the model's logits live on the model's device.
+
+
+def test_pick_next_tokens_moves_the_cpu_uniforms_to_the_device_of_the_logits():
+    logits = torch.zeros(2, 3, device="meta")
+    for top_p in (1.0, 0.5):
+        picked = pick_next_tokens(logits, torch.tensor([0.1, 0.9]), 1.0, top_p)
+        assert picked.device.type == "meta" and picked.shape == (2,)
+
+
+def test_decode_batch_keeps_its_tokens_on_the_device_of_the_input():
+    class Zeros(torch.nn.Module):
+        def forward(self, input_ids=None, past_key_values=None, **kwargs):
+            return CausalLMOutputWithPast(logits=torch.zeros(input_ids.shape[0], 1, 5, device=input_ids.device))
+
+    ids = torch.zeros(2, 3, dtype=torch.long, device="meta")
+    out = decode_batch(Zeros(), ids, torch.ones(2, 3, dtype=torch.long, device="meta"), max_new_tokens=1,
+                       eos_token_id=4, pad_token_id=0)
+    assert out.device.type == "meta" and out.shape == (2, 1) and out.dtype == torch.long
+
+
+def test_answer_decodes_one_sequence_only(model, tokenizer):
+    assert answer(model, tokenizer, "頭が痛いです", max_new_tokens=3) == "abc"
+    assert [x.shape[0] for x in model.inputs] == [1, 1, 1]  # one row in every forward pass, not two identical answers

@@ -589,3 +589,295 @@ def test_an_iteration_with_no_failing_question_trains_under_no_rule(fake_loop, t
     written = (result.run_dir / "iter1" / "train_data.jsonl").read_text().splitlines()
     # the corrective rule records its replay (round(0.5 x 4) = 2 passing questions, 2 examples each); the others nothing
     assert len(written) == (4 if rule == "corrective" else 0)
+
+
+# ----------------------------------------------------------------------------- models in memory and on disk
+
+
+def test_the_base_model_is_a_deep_copy_in_eval_mode_and_the_loaded_model_is_never_touched():
+    import torch
+
+    from course_lib.level3.loop import StageModels
+
+    original = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    original.train()
+    weights = original[0].weight.detach().clone()
+    models = StageModels(SimpleNamespace(model=original), run=None, config=FAKE_CONFIG)
+    base = models.base()
+    assert base is models.base()  # made once
+    assert not base.training and not base[0].training
+    assert original.training and original[0].training  # the caller's model keeps its mode
+    assert base[0] is not original[0]
+    with torch.no_grad():
+        base[0].weight.add_(1.0)
+    assert torch.equal(original[0].weight, weights)  # and its weights
+
+
+def test_the_last_stages_model_stays_in_memory_and_is_not_reloaded(fake_loop, tmp_path, monkeypatch):
+    import course_lib.level3.loop as LP
+
+    loads = []
+    real_load = LP.load_adapter
+    monkeypatch.setattr(LP, "load_adapter", lambda model, path, trainable=False: loads.append(
+        (path.parent.name, trainable)) or real_load(model, path, trainable))
+    fake_loop.run(tmp_path, ScoringJudge())
+    assert loads == []  # each iteration starts from the model its parent left in memory
+    fake_loop.run(tmp_path, ScoringJudge(), replace(FAKE_CONFIG, iterations=3, control=False))
+    assert loads == [("iter2", True)]  # a new run: iter3's parent comes from the disk, once, ready to train
+
+
+def test_a_trained_stage_found_on_disk_is_loaded_trainable_instead_of_trained_again(monkeypatch, tmp_path):
+    import course_lib.level3.loop as LP
+
+    loads = []
+
+    def load_adapter(model, path, trainable=False):
+        loads.append((path, trainable))
+        return FakeModel(["base", "lora", path.parent.name])
+
+    monkeypatch.setattr(LP, "load_adapter", load_adapter)
+    monkeypatch.setattr(LP, "train_on", lambda *a, **kw: pytest.fail("a stage with an adapter on disk is not trained"))
+    logged = []
+    config = replace(FAKE_CONFIG, iterations=1, control=False)
+    run = SimpleNamespace(config=config, log=logged.append, stage_dir=lambda name: R.StageDir(tmp_path, name))
+    models = LP.StageModels(SimpleNamespace(model=FakeModel()), run, config)
+    stages = LP.LoopStages(run, models, fake_data(), None, progress=False)
+    iter1 = config.plan()[2]
+    sd = R.StageDir(tmp_path, "iter1")
+    (sd.adapter).mkdir(parents=True)
+    (sd.adapter / "adapter_config.json").write_text("{}", encoding="utf-8")
+    sd.file("train.json").write_text("{}", encoding="utf-8")  # training finished; evaluation was interrupted
+    model = stages.model_for(iter1, sd)
+    assert model.lineage == ["base", "lora", "iter1"]
+    assert loads == [(sd.adapter, True)]  # trainable: the next iteration trains on from it
+    assert logged == ["[iter1] adapter found: training skipped"]
+    assert models.after("iter1") is model and len(loads) == 1  # kept in memory
+    assert models.after("baseline") is models.base()
+
+
+def _torch_base():
+    import torch
+
+    return SimpleNamespace(model=torch.nn.Sequential(torch.nn.Linear(2, 2)))
+
+
+def test_a_stage_model_is_loaded_onto_a_deep_copy_of_the_base(monkeypatch, tmp_path):
+    import course_lib.level3.loop as LP
+
+    loads = []
+    monkeypatch.setattr(LP, "load_adapter", lambda model, path, trainable=False: loads.append((model, path, trainable))
+                        or SimpleNamespace(stage=path.parent.name))
+    run = SimpleNamespace(stage_dir=lambda name: R.StageDir(tmp_path, name))
+    models = LP.StageModels(_torch_base(), run, FAKE_CONFIG)
+    base = models.base()
+    iter0 = models.after("iter0")
+    ((model, path, trainable),) = loads
+    assert iter0.stage == "iter0" and path == tmp_path / "iter0" / "adapter" and trainable is True  # trainable by default
+    assert model is not base and model[0] is not base[0]  # the adapter goes onto a copy; the base stays pristine
+    assert models.after("iter0") is iter0 and len(loads) == 1
+    frozen = models.after("iter1", trainable=False)
+    assert frozen.stage == "iter1" and loads[1][2] is False
+    assert models.after("iter1") is frozen and models.after("baseline") is base and len(loads) == 2
+
+
+def test_a_fresh_adapter_is_seeded_and_attached_to_a_copy_of_the_base_with_the_configs_lora_settings(monkeypatch):
+    import torch
+
+    import course_lib.level3.loop as LP
+
+    attached = []
+    monkeypatch.setattr(LP, "attach_lora", lambda model, *args: attached.append((model, args, torch.initial_seed()))
+                        or "lora model")
+    config = replace(FAKE_CONFIG, lora_r=8, lora_alpha=16, lora_dropout=0.1, target_modules=("q_proj",), seed=5)
+    models = LP.StageModels(_torch_base(), None, config)
+    assert models.fresh_lora() == "lora model"
+    ((model, args, seed),) = attached
+    assert args == (8, 16, 0.1, ("q_proj",)) and seed == 5  # torch seeded with the run's seed just before
+    assert model is not models.base() and model[0] is not models.base()[0]
+
+
+def test_stage_train_config_passes_the_batch_size_and_reads_a_zero_budget_as_none():
+    from course_lib.level3.loop import stage_train_config
+    from course_lib.train import TrainConfig
+
+    cfg = C.LoopConfig(per_device_train_batch_size=3, warmup_ratio=0.25)
+    # 10 examples in batches of 3: 4 steps an epoch, 2 epochs: 8 steps, warmup 2
+    expected = TrainConfig(num_train_epochs=2.0, learning_rate=cfg.learning_rate, per_device_train_batch_size=3,
+                           warmup_steps=2, lr_scheduler_type="linear", max_length=512, max_steps=-1, seed=0)
+    assert stage_train_config(cfg, 10, epochs=2.0) == expected
+    # TrainConfig's rule: only max_steps > 0 overrides the epochs, so a budget of 0 counts the epochs' 8 steps
+    assert stage_train_config(cfg, 10, epochs=2.0, max_steps=0) == replace(expected, max_steps=0)
+
+
+def test_train_on_trains_with_the_stages_config_then_saves_the_adapter_and_train_json(monkeypatch, tmp_path):
+    import course_lib.level3.loop as LP
+
+    trained, callbacks_made = [], []
+    monkeypatch.setattr(LP, "_progress_callback", lambda desc, enabled: callbacks_made.append((desc, enabled)) or "bar")
+    monkeypatch.setattr(LP, "train", lambda model, tokenizer, records, config=None, callbacks=None: trained.append(
+        (model, tokenizer, list(records), config, callbacks)) or SimpleNamespace(
+        steps=2, seconds=1.2345, final_loss=0.5, config={"from": "train"},
+        train_loss=pd.DataFrame({"step": [1, 2], "loss": [0.9, 0.5]})))
+    monkeypatch.setattr(LP, "save_adapter", lambda model, path: (path.mkdir(parents=True), (path / "weights").write_text(model)))
+    sd = R.StageDir(tmp_path, "iter1")
+    sd.path.mkdir()
+    records = [{"prompt": f"p{i}", "response": "r"} for i in range(3)]
+    cfg = C.LoopConfig(per_device_train_batch_size=3, warmup_ratio=0.5)
+    info = {"stage": "iter1"}
+    assert LP.train_on(sd, "model", "tok", records, info, cfg, False, epochs=2.0) == "model"
+    ((model, tok, seen, config, callbacks),) = trained
+    assert (model, tok, seen, callbacks) == ("model", "tok", records, ["bar"])
+    assert callbacks_made == [("iter1: training", False)]
+    # 3 examples in one batch of 3, 2 epochs: 2 steps, warmup round(0.5 x 2) = 1
+    assert (config.num_train_epochs, config.per_device_train_batch_size, config.warmup_steps, config.max_steps) == (2.0, 3, 1, -1)
+    assert (sd.adapter / "weights").read_text() == "model"
+    expected = {"stage": "iter1", "steps": 2, "seconds": 1.23, "final_loss": 0.5, "examples": 3, "epochs": 2.0,
+                "max_steps": -1, "train_config": {"from": "train"},
+                "history": [{"step": 1, "loss": 0.9}, {"step": 2, "loss": 0.5}]}
+    assert info == expected and json.loads(sd.file("train.json").read_text()) == expected
+
+
+def test_every_training_gets_the_tokenizer_and_its_stages_epochs_or_step_budget(fake_loop, tmp_path, monkeypatch):
+    import course_lib.level3.loop as LP
+    from course_lib.level3.loop import run_loop
+
+    seen = []
+    fake_train = LP.train
+    monkeypatch.setattr(LP, "train", lambda model, tokenizer, records, config=None, callbacks=None: seen.append(
+        (tokenizer, config.num_train_epochs, config.max_steps)) or fake_train(model, tokenizer, records, config, callbacks))
+    loaded = SimpleNamespace(model=FakeModel(), tokenizer="tok", source="fake-model", profile="fake", label="fake")
+    result = run_loop(FAKE_CONFIG, loaded, ScoringJudge(), progress=False, data=fake_data(), runs_dir=tmp_path, log=None)
+    # iter0: epochs_initial (100); iterations: epochs_iter (30); the control: one "epoch" capped at the loop's 22 steps
+    # (8 + 8 + 6 examples, one step each with the fake trainer)
+    assert seen == [("tok", 100.0, -1), ("tok", 30.0, -1), ("tok", 30.0, -1), ("tok", 1.0, 22)]
+    info = result.stage_info
+    assert [(info[s]["epochs"], info[s]["max_steps"]) for s in ("iter0", "iter1", "iter2", "control")] == [
+        (100.0, -1), (30.0, -1), (30.0, -1), (None, 22)]
+    assert info["control"]["loop_steps"] == 22 and info["iter0"]["stage"] == "iter0"
+    sources = {json.loads(line)["source"] for line in (result.run_dir / "iter0" / "train_data.jsonl").read_text().splitlines()}
+    assert sources == {"train_initial"}  # iteration 0's examples are marked as the initial training set
+
+
+class PartialJudge(ScoringJudge):
+    """Grades 'ok-…' correct and anything else partially correct (score 0.5): wrong, but nothing to reject."""
+
+    def grade_many(self, items, *, progress=False, use_cache=None, on_result=None):
+        from course_lib.level3.judge import Grade
+
+        out = [g if g.overall_label == "correct" else
+               Grade(question=g.question, model_answer=g.model_answer, overall_label="partially_correct",
+                     overall_is_harmful=False, overall_score=0.5, overall_reason="fake", drugs=[])
+               for g in super().grade_many(items)]
+        for i, g in enumerate(out):
+            if on_result is not None:
+                on_result(i, g)
+        return out
+
+
+def test_dpo_without_a_preference_pair_keeps_the_parents_adapter(fake_loop, tmp_path, monkeypatch):
+    import course_lib.level3.loop as LP
+
+    monkeypatch.setattr(LP, "train_dpo", lambda *a, **kw: pytest.fail("no pair: DPO must not train"))
+    config = replace(FAKE_CONFIG, iterations=1, control=False, update_rule="dpo")
+    result = fake_loop.run(tmp_path, PartialJudge(), config)
+    info = result.stage_info["iter1"]
+    assert info["failed"] == ["s2", "s3", "s4"]  # 0.5 is below the 0.8 an accurate answer needs
+    assert {k: info[k] for k in ("n_pairs", "n_self", "n_corrective", "budget", "steps", "seconds", "final_loss",
+                                 "examples", "skipped")} == {
+        "n_pairs": 0, "n_self": 0, "n_corrective": 0, "budget": 120, "steps": 0, "seconds": 0.0, "final_loss": None,
+        "examples": 0, "skipped": "no preference pair (no unsafe or incorrect answer)"}
+    stage = result.run_dir / "iter1"
+    assert (stage / "pairs.jsonl").read_text() == "" and (stage / "train_data.jsonl").read_text() == ""
+    saved = json.loads((stage / "adapter" / "adapter_config.json").read_text())
+    assert saved["lineage"] == ["base", "lora", "iter0"]
+
+
+@pytest.mark.parametrize("headless", [False, True])
+def test_progress_is_shown_everywhere_when_asked_and_nowhere_when_headless(fake_loop, tmp_path, monkeypatch, headless):
+    import course_lib.level3.evaluate as EV
+    import course_lib.level3.loop as LP
+    from course_lib import paths
+    from course_lib.level3.loop import run_loop
+
+    monkeypatch.setenv(paths.HEADLESS_ENV, "1" if headless else "")
+    bars, callbacks, sampled = [], [], []
+    for module in (LP, EV):
+        real_bar = module.progress_bar
+        monkeypatch.setattr(module, "progress_bar", lambda *a, real_bar=real_bar, **kw: bars.append(
+            (kw.get("desc"), kw.get("unit"), kw.get("enabled"))) or real_bar(*a, **{**kw, "enabled": False}))
+    real_callback = LP._progress_callback
+    monkeypatch.setattr(LP, "_progress_callback", lambda desc, enabled: callbacks.append((desc, enabled))
+                        or real_callback(desc, False))
+    real_sample = EV.sample_answers
+    monkeypatch.setattr(EV, "sample_answers", lambda *a, **kw: sampled.append(kw["progress"]) or real_sample(*a, **kw))
+    loaded = SimpleNamespace(model=FakeModel(), tokenizer=None, source="fake-model", profile="fake", label="fake")
+    config = replace(FAKE_CONFIG, iterations=1, control=False)
+    run_loop(config, loaded, ScoringJudge(), progress=True, data=fake_data(), runs_dir=tmp_path, log=None)
+    shown = not headless
+    assert bars[0] == ("level-3 loop", "stage", shown)  # the stage bar comes first
+    assert {enabled for _, _, enabled in bars} == {shown} and len(bars) > 1  # and the grading bars follow it
+    assert callbacks == [("iter0: training", shown), ("iter1: training", shown)]
+    assert sampled and set(sampled) == {shown}
+
+
+def test_run_loop_reports_its_judge_calls_times_reuse_and_log(fake_loop, tmp_path):
+    from course_lib.level3.loop import run_loop
+
+    judge, logged = ScoringJudge(), []
+    loaded = SimpleNamespace(model=FakeModel(), tokenizer=None, source="fake-model", profile="fake", label="fake")
+    config = replace(FAKE_CONFIG, iterations=1, control=False)
+    result = run_loop(config, loaded, judge, progress=False, data=fake_data(), runs_dir=tmp_path, log=logged.append)
+    assert result.judge_calls == len(judge.asked) > 0 and result.judge_errors == 0
+    assert list(result.seconds) == ["baseline", "iter0", "iter1"] and all(v >= 0 for v in result.seconds.values())
+    assert result.reused == {"baseline": "computed", "iter0": "computed", "iter1": "computed"}
+    assert result.run_dir.parent == tmp_path
+    assert [m.split(" done")[0] for m in logged if " done in " in m] == ["[baseline]", "[iter0]", "[iter1]"]
+    # the same call again: every stage is found done in the same run folder and nothing is graded
+    again = run_loop(config, loaded, ScoringJudge(), progress=False, data=fake_data(), runs_dir=tmp_path, log=None)
+    assert again.run_dir == result.run_dir and again.judge_calls == 0
+    assert again.reused == {"baseline": "done", "iter0": "done", "iter1": "done"} and again.seconds == {}
+
+
+def test_dpo_pairs_are_drawn_with_the_seed_plus_the_iteration(fake_loop, tmp_path, monkeypatch):
+    import random
+
+    import course_lib.level3.loop as LP
+
+    calls = []
+    monkeypatch.setattr(LP, "train_dpo", lambda model, tok, pairs, **kw: calls.append(pairs) or SimpleNamespace(
+        steps=1, seconds=0.0, final_loss=0.0, config={}, history=pd.DataFrame({"step": [1], "loss": [0.0]})))
+    fake_loop.run(tmp_path, ScoringJudge(), replace(FAKE_CONFIG, iterations=1, control=False, update_rule="dpo"))
+    (pairs,) = calls
+    # s4: no correct answer, so its two references are chosen in turn against its four wrong answers, whose tie
+    # order is update_rules' documented shuffle seeded "seed:question:rej" with seed = run seed + k = 1
+    wrong = ["bad-0", "bad-1", "bad-2", "bad-3"]
+    random.Random("1:s4:rej").shuffle(wrong)
+    assert wrong == ["bad-2", "bad-0", "bad-1", "bad-3"]  # worked out once; seed 0 gives bad-1, bad-0, bad-3, bad-2
+    assert [(p["chosen"], p["rejected"]) for p in pairs if p["symptom_id"] == "s4"] == [
+        ("参照-s4-0", "bad-2"), ("参照-s4-1", "bad-0"), ("参照-s4-0", "bad-1"), ("参照-s4-1", "bad-3")]
+
+
+@pytest.mark.parametrize("rule", ["corrective", "self_distill", "dpo"])
+def test_every_rule_trains_with_the_tokenizer_and_the_progress_setting(fake_loop, tmp_path, monkeypatch, rule):
+    import course_lib.level3.loop as LP
+    from course_lib import paths
+    from course_lib.level3.loop import run_loop
+
+    monkeypatch.setenv(paths.HEADLESS_ENV, "")
+    seen = []
+    fake_train = LP.train
+    monkeypatch.setattr(LP, "train", lambda model, tokenizer, records, config=None, callbacks=None: seen.append(
+        tokenizer) or fake_train(model, tokenizer, records, config, callbacks))
+    monkeypatch.setattr(LP, "train_dpo", lambda model, tokenizer, pairs, **kw: seen.append(tokenizer) or SimpleNamespace(
+        steps=1, seconds=0.0, final_loss=0.0, config={}, history=pd.DataFrame({"step": [1], "loss": [0.0]})))
+    bars = []
+    real_callback = LP._progress_callback
+    monkeypatch.setattr(LP, "_progress_callback", lambda desc, enabled: bars.append((desc, enabled))
+                        or real_callback(desc, False))
+    loaded = SimpleNamespace(model=FakeModel(), tokenizer="tok", source="fake-model", profile="fake", label="fake")
+    config = replace(FAKE_CONFIG, iterations=1, control=False, update_rule=rule)
+    result = run_loop(config, loaded, ScoringJudge(), progress=True, data=fake_data(), runs_dir=tmp_path, log=None)
+    assert seen == ["tok", "tok"]  # iter0 (SFT), iter1 (this rule)
+    assert bars == [("iter0: training", True), ("iter1: " + ("DPO" if rule == "dpo" else "training"), True)]
+    info = result.stage_info["iter1"]
+    assert (info["n_self"], info["n_pairs"]) == {"corrective": (0, 0), "self_distill": (5, 0), "dpo": (6, 10)}[rule]
