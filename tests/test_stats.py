@@ -351,3 +351,214 @@ def test_clustered_wilson_is_plain_wilson_when_questions_agree_and_never_zero_wi
     assert hi == 1.0 and lo < 1.0
     with pytest.raises(ValueError):
         stats.clustered_wilson_interval([5], [3])
+
+
+# --------------------------------------------------------------------------- pinned by hand (mutation run of stats.py)
+
+
+@pytest.mark.parametrize("level", [0.0, 1.0, -0.5, 1.5])
+def test_level_must_lie_strictly_between_0_and_1(level):
+    for fn in (wilson_interval, clopper_pearson_interval):
+        with pytest.raises(ValueError, match=rf"^level must be between 0 and 1, got {level}$"):
+            fn(1, 5, level=level)
+
+
+def test_invalid_counts_are_named_in_the_message():
+    with pytest.raises(ValueError, match=r"^need 0 <= k <= n, got k=6, n=5$"):
+        wilson_interval(6, 5)
+    with pytest.raises(ValueError, match=r"^need 0 <= k <= n, got k=-1, n=5$"):
+        clopper_pearson_interval(-1, 5)
+
+
+@pytest.mark.parametrize("k,n,lo,hi", [
+    # exact binomial (Clopper-Pearson) 95% limits from the printed tables: 1/10, 3/10, 5/10, 7/20
+    (1, 10, 0.0025, 0.4450), (3, 10, 0.0667, 0.6525), (5, 10, 0.1871, 0.8129), (7, 20, 0.1539, 0.5922),
+])
+def test_clopper_pearson_matches_the_table(k, n, lo, hi):
+    got_lo, got_hi = clopper_pearson_interval(k, n)
+    assert (got_lo, got_hi) == pytest.approx((lo, hi), abs=1e-4)
+    # the defining property: P(X >= k | lo) = P(X <= k | hi) = 0.025
+    pmf = lambda p, i: math.comb(n, i) * p ** i * (1 - p) ** (n - i)  # noqa: E731
+    assert sum(pmf(got_lo, i) for i in range(k, n + 1)) == pytest.approx(0.025, abs=1e-9)
+    assert sum(pmf(got_hi, i) for i in range(0, k + 1)) == pytest.approx(0.025, abs=1e-9)
+
+
+def test_clopper_pearson_at_90_percent():
+    # 3/10 at 90%: P(X >= 3 | lo) = P(X <= 3 | hi) = 0.05 -> 0.0873, 0.6066
+    assert clopper_pearson_interval(3, 10, level=0.90) == pytest.approx((0.0873, 0.6066), abs=1e-4)
+
+
+def test_wilson_3_of_10_matches_the_table():
+    # Wilson 95% for 3/10 (Newcombe 1998, Table I): 0.1078 to 0.6032
+    assert wilson_interval(3, 10) == pytest.approx((0.1078, 0.6032), abs=1e-4)
+
+
+def test_clustered_wilson_of_one_question_is_its_plain_wilson():
+    # one cluster: no between-question variance can be estimated, deff = 1 -> Wilson 3/10 = 0.1078 to 0.6032
+    assert stats.clustered_wilson_interval([3], [10]) == pytest.approx((0.1078, 0.6032), abs=1e-4)
+
+
+def test_clustered_wilson_level_and_design_effect_floor():
+    # k = [3, 3, 3] of 10 each: every question at 0.3, deff = 1, so the 90% interval is Wilson 9/30 at z = 1.644854
+    z, p, n = 1.644854, 0.3, 30
+    denom = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    assert stats.clustered_wilson_interval([3, 3, 3], [10, 10, 10], level=0.90) == pytest.approx(
+        (center - half, center + half), abs=1e-6)
+    # under-dispersed questions (2, 3, 4 of 10 scatter less than binomial answers would) still get deff = 1
+    z = 1.959964
+    denom = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    assert stats.clustered_wilson_interval([2, 3, 4], [10, 10, 10]) == pytest.approx(
+        (center - half, center + half), abs=1e-6)
+
+
+def test_clustered_wilson_refuses_bad_input_with_its_message():
+    with pytest.raises(ValueError, match=r"^need one count and one size per question, got 2 and 1$"):
+        stats.clustered_wilson_interval([1, 2], [3])
+    with pytest.raises(ValueError, match=r"^need one count and one size per question, got 0 and 0$"):
+        stats.clustered_wilson_interval([], [])
+    for k, n in [([0], [0]), ([-1], [3]), ([1, 4], [3, 3])]:
+        with pytest.raises(ValueError, match=r"^each question needs 0 <= k <= n and n > 0$"):
+            stats.clustered_wilson_interval(k, n)
+
+
+def test_clustered_wilson_ends_at_exactly_0_and_1_only_at_the_extremes():
+    # 1 of 20 in two questions: (1 - 0.5)^2 + (0 - 0.5)^2 = 0.5, var_cluster = 2 * 0.5 / 400 = 0.0025;
+    # independent: 0.05 * 0.95 / 20 = 0.002375 -> deff = 1.0526, n_eff = 19; the lower end is above 0
+    lo, hi = stats.clustered_wilson_interval([1, 0], [10, 10])
+    z, p, n = 1.959964, 0.05, 20 / (0.0025 / 0.002375)
+    denom = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    assert (lo, hi) == pytest.approx((center - half, center + half), abs=1e-6)
+    assert 0.0 < lo < 0.05 < hi < 1.0
+
+
+def test_cluster_bootstrap_names_the_mismatch_and_uses_its_defaults():
+    with pytest.raises(ValueError, match=r"^clusters has 1 labels for 2 values$"):
+        cluster_bootstrap_ci([1.0, 2.0], ["a"])
+    values, clusters = [0.0] * 3 + [1.0], ["a", "a", "a", "b"]
+    # documented defaults: n_boot 2000, seed 0, level 0.95
+    assert cluster_bootstrap_ci(values, clusters) == cluster_bootstrap_ci(values, clusters, n_boot=2000, seed=0,
+                                                                         level=0.95)
+    # a = three 0s, b = one 1: resamples (a, a) -> 0, (b, b) -> 1, {a, b} -> 1/4; a quarter each at the ends
+    assert cluster_bootstrap_ci(values, clusters) == (0.0, 1.0)
+    assert cluster_bootstrap_ci(values, clusters, level=0.4) == (0.25, 0.25)
+
+
+def test_paired_difference_messages_and_degenerate_fields():
+    with pytest.raises(ValueError, match=r"^units differ: missing after \['q3'\], missing before \[\]$"):
+        paired_difference({"q1": 1, "q3": 1}, {"q1": 1})
+    with pytest.raises(ValueError, match=r"^units differ: missing after \[\], missing before \['a', 'b'\]$"):
+        paired_difference({"q1": 1}, {"q1": 1, "b": 0, "a": 0})
+    with pytest.raises(ValueError, match=r"^no units to compare$"):
+        paired_difference({}, {})
+    res = paired_difference({"a": 0.5, "b": 0.2, "c": 0.1}, {"a": 0.5, "b": 0.2, "c": 0.1}, level=0.9)
+    assert res == PairedDifference(0.0, 0.0, 0.0, 3, 1.0, 0.9)
+
+
+def test_paired_difference_bootstrap_percentiles_by_hand():
+    # d = 0 and 1: a resample of two units has mean 0, 1/2 or 1 with probabilities 1/4, 1/2, 1/4
+    res = paired_difference({"a": 0, "b": 0}, {"a": 0, "b": 1})
+    assert (res.mean_diff, res.lo, res.hi, res.n_units, res.level) == (0.5, 0.0, 1.0, 2, 0.95)
+    res = paired_difference({"a": 0, "b": 0}, {"a": 0, "b": 1}, level=0.4)  # 30th and 70th percentiles
+    assert (res.lo, res.hi, res.level) == (0.5, 0.5, 0.4)
+    # sign flips of (0, 1): |sum| >= 1 for every pattern -> p = 1
+    assert res.p_value == 1.0
+
+
+def test_sign_flip_exact_with_mixed_signs():
+    # d = 3, 1, -1 (sum 3): the 8 signed sums are +-3, +-5, +-1, +-3 -> |sum| >= 3 in 6 of 8
+    res = paired_difference({"a": 0, "b": 0, "c": 0}, {"a": 3, "b": 1, "c": -1}, n_boot=100)
+    assert res.p_value == pytest.approx(6 / 8)
+    # 11 ones and 9 minus ones (n = 20, still exact): p = P(|S| >= 2) = 1 - C(20, 10) / 2^20
+    units = [f"q{i:02d}" for i in range(20)]
+    res = paired_difference({u: 0 for u in units}, {u: (1 if i < 11 else -1) for i, u in enumerate(units)}, n_boot=100)
+    assert res.p_value == pytest.approx(1 - math.comb(20, 10) / 2 ** 20, abs=1e-12)
+
+
+def test_sign_flip_is_exact_up_to_20_units_and_monte_carlo_above():
+    # 20 equal differences: only all-plus and all-minus reach the observed sum -> exactly 2 / 2^20
+    units = [f"q{i:02d}" for i in range(20)]
+    res = paired_difference({u: 0 for u in units}, {u: 1 for u in units}, n_boot=100)
+    assert res.p_value == pytest.approx(2 / 2 ** 20, rel=1e-9)
+    # 21 or 30 equal differences: Monte Carlo over 20000 patterns, which (almost surely) hits neither extreme,
+    # so p = (0 + 1) / (20000 + 1), never the exact 2 / 2^n
+    for n in (21, 30):
+        units = [f"q{i:02d}" for i in range(n)]
+        res = paired_difference({u: 0 for u in units}, {u: 1 for u in units}, n_boot=100)
+        assert res.p_value == pytest.approx(1 / 20001, rel=1e-9)
+
+
+def test_monte_carlo_sign_flip_counts_ties_and_is_seeded():
+    # 30 units, 16 at +1 and 14 at -1: sum 2; p = P(|S| >= 2) for S a sum of 30 random signs
+    # = 1 - C(30, 15) / 2^30 = 0.8555 (P(|S| > 2) would be 0.5847); Monte Carlo SE about 0.0025
+    units = [f"q{i:02d}" for i in range(30)]
+    before, after = {u: 0 for u in units}, {u: (1 if i < 16 else -1) for i, u in enumerate(units)}
+    res = paired_difference(before, after, n_boot=100)
+    assert res.p_value == pytest.approx(1 - math.comb(30, 15) / 2 ** 30, abs=0.01)
+    assert paired_difference(before, after, n_boot=100).p_value == res.p_value  # seeded: the same draw again
+
+
+def test_two_proportion_change_matches_newcombe_1998():
+    # Newcombe (1998), method 10 (hybrid score): 56/70 - 48/80 = 0.2, 95% CI 0.0524 to 0.3339;
+    # 9/10 - 3/10 = 0.6, 95% CI 0.1705 to 0.8090. Here "before" is the subtracted proportion.
+    res = two_proportion_change(48, 80, 56, 70)
+    assert (res.p1, res.p2, res.diff) == pytest.approx((0.6, 0.8, 0.2))
+    assert (res.lo, res.hi) == pytest.approx((0.0524, 0.3339), abs=1e-4)
+    res = two_proportion_change(3, 10, 9, 10)
+    assert (res.lo, res.hi) == pytest.approx((0.1705, 0.8090), abs=1e-4)
+    # the same change seen the other way round: the interval mirrors
+    res = two_proportion_change(9, 10, 3, 10)
+    assert (res.diff, res.lo, res.hi) == pytest.approx((-0.6, -0.8090, -0.1705), abs=1e-4)
+    # Fisher two-sided for [[9, 1], [3, 7]]: tables as or less likely than x = 9 are x = 9, 10, 3, 2
+    total = math.comb(20, 12)
+    fisher = sum(math.comb(10, x) * math.comb(10, 12 - x) for x in (9, 10, 3, 2)) / total
+    assert res.p_value == pytest.approx(fisher, rel=1e-9)
+
+
+def test_two_proportion_change_needs_answers_in_both_stages():
+    for args in [(0, 0, 1, 2), (1, 2, 0, 0)]:
+        with pytest.raises(ValueError, match=r"^both stages need at least one answer$"):
+            two_proportion_change(*args)
+
+
+def test_difference_verdict_touching_zero_from_below_is_not_worse():
+    assert difference_verdict(-0.2, 0.0) == NO_CLEAR_DIFFERENCE
+    assert difference_verdict(-0.2, 0.0, higher_is_better=False) == NO_CLEAR_DIFFERENCE
+    assert difference_verdict(0.0, 0.2, higher_is_better=False) == NO_CLEAR_DIFFERENCE
+
+
+def test_stage_verdict_alpha_is_strict_and_defaults_to_5_percent():
+    flat = PairedDifference(0.0, -0.1, 0.1, 3, 1.0, 0.95)
+    per_q = {"up": ProportionChange(0.2, 0.6, 0.4, 0.1, 0.7, 0.001),
+             "down": ProportionChange(0.6, 0.2, -0.4, -0.7, -0.1, 0.001),
+             "same": ProportionChange(0.5, 0.5, 0.0, -0.3, 0.3, 0.001)}
+    # adjusted p exactly 0.05 is not below alpha = 0.05
+    res = stage_verdict(flat, per_q, adjusted_p={"up": 0.05, "down": 0.05, "same": 0.05})
+    assert (res.verdict, res.improved, res.worsened) == (NO_CLEAR_DIFFERENCE, [], [])
+    # 0.049 is, with the default alpha; a significant question that did not move is neither improved nor worsened
+    res = stage_verdict(flat, per_q, adjusted_p={"up": 0.049, "down": 0.049, "same": 0.049})
+    assert (res.verdict, res.improved, res.worsened) == (WORSE_ON_SOME, ["up"], ["down"])
+    # Holm over the three raw p = 0.001: 0.003 each, all below 0.05
+    assert stage_verdict(flat, per_q).worsened == ["down"]
+    # a custom alpha
+    res = stage_verdict(flat, per_q, alpha=0.01, adjusted_p={"up": 0.02, "down": 0.005, "same": 0.5})
+    assert (res.improved, res.worsened) == ([], ["down"])
+
+
+def test_stage_verdict_names_the_missing_adjusted_p():
+    per_q = {"b": ProportionChange(0.2, 0.6, 0.4, 0.1, 0.7, 0.001),
+             "a": ProportionChange(0.6, 0.2, -0.4, -0.7, -0.1, 0.001)}
+    with pytest.raises(ValueError, match=r"^adjusted_p lacks \['b'\]$"):
+        stage_verdict(PairedDifference(0.0, -0.1, 0.1, 2, 1.0, 0.95), per_q, adjusted_p={"a": 0.5})
+
+
+def test_forgotten_and_newly_solved_come_back_sorted():
+    before = {"e": True, "a": True, "c": False, "b": False}
+    after = {"e": False, "a": False, "c": True, "b": True}
+    assert forgotten_questions(before, after) == ["a", "e"]
+    assert newly_solved_questions(before, after) == ["b", "c"]
