@@ -562,3 +562,96 @@ def test_forgotten_and_newly_solved_come_back_sorted():
     after = {"e": False, "a": False, "c": True, "b": True}
     assert forgotten_questions(before, after) == ["a", "e"]
     assert newly_solved_questions(before, after) == ["b", "c"]
+
+
+def test_question_ids_are_sorted_by_their_text_so_mixed_types_work():
+    # ids are ordered as text ("10" < "9" < "a"), so int and str ids can be mixed without a TypeError
+    up = ProportionChange(0.2, 0.6, 0.4, 0.1, 0.7, 0.001)
+    down = ProportionChange(0.6, 0.2, -0.4, -0.7, -0.1, 0.001)
+    flat = PairedDifference(0.0, -0.1, 0.1, 3, 1.0, 0.95)
+    res = stage_verdict(flat, {"a": up, 9: up, 10: down})
+    assert (res.improved, res.worsened) == ([9, "a"], [10])
+    res = stage_verdict(flat, {"a": up, 9: up, 10: up}, adjusted_p={"a": 0.01, 9: 0.01, 10: 0.01})
+    assert res.improved == [10, 9, "a"]
+    assert forgotten_questions({"a": True, 9: True, 10: True}, {"a": False, 9: False, 10: False}) == [10, 9, "a"]
+    assert newly_solved_questions({"a": False, 9: False}, {"a": True, 9: True}) == [9, "a"]
+    assert paired_difference({"a": 0.0, 9: 0.0}, {"a": 1.0, 9: 0.5}, n_boot=50).mean_diff == 0.75
+
+
+def test_a_sum_within_the_rounding_tolerance_counts_as_zero():
+    # |sum| = 1e-12 is at the tolerance 1e-12 * max(1, sum |d|): treated as no difference, p = 1 exactly
+    assert paired_difference({"a": 0.0}, {"a": 1e-12}, n_boot=10).p_value == 1.0
+    # the same with two halves of 0.5e-12: the patterns +-, -+ (sum 0) must not be counted twice (p stays 1)
+    assert paired_difference({"a": 0.0, "b": 0.0}, {"a": 0.5e-12, "b": 0.5e-12}, n_boot=10).p_value == 1.0
+
+
+def test_sign_flip_ties_survive_rounding_of_large_differences():
+    # 1000.1 + 1000.2 - 2000.3 is 0 on paper (a float sum is off by about 1e-13) and 5 is the total, so every one
+    # of the 16 sign patterns has |sum| >= 5 (flipping {5} or {1000.1, 1000.2, -2000.3} ties): p = 1
+    res = paired_difference({"a": 0, "b": 0, "c": 0, "d": 0}, {"a": 1000.1, "b": 1000.2, "c": -2000.3, "d": 5.0},
+                            n_boot=10)
+    assert res.p_value == 1.0
+
+
+def test_paired_difference_defaults_are_the_documented_ones():
+    before = {f"q{i}": 0.0 for i in range(6)}
+    after = {f"q{i}": d for i, d in enumerate([0.31, -0.17, 0.53, 0.29, 0.07, 0.41])}
+    assert paired_difference(before, after) == paired_difference(before, after, n_boot=2000, seed=0, level=0.95)
+
+
+@pytest.mark.parametrize("level,hi", [(0.89, 0.5), (0.91, 0.75)])
+def test_paired_difference_upper_percentile_by_hand(level, hi):
+    # d = 0, 0, 0, 1: a resample's mean is (times the 1 is drawn) / 4, Binomial(4, 1/4):
+    # P(3 or 4 times) = 13/256 = 5.08 %, P(4 times) = 1/256 = 0.39 %, P(0 times) = 81/256 = 31.6 %.
+    # At 89 % the upper end is the 94.5th percentile (top 5.5 % > 5.08 %): 2 of 4 -> 0.5;
+    # at 91 % it is the 95.5th (top 4.5 %): 3 of 4 -> 0.75. The lower end is 0 in both.
+    res = paired_difference({u: 0 for u in "abcd"}, {"a": 0, "b": 0, "c": 0, "d": 1}, n_boot=40000, level=level)
+    assert (res.lo, res.hi) == (0.0, hi)
+
+
+def test_paired_difference_lower_percentile_by_hand():
+    # d = 0, 0, 0, 1 as above: 81/256 = 31.64 % of the resamples have mean 0, 108/256 = 42.19 % have 1/4.
+    # At level 0.37 the ends are the 31.5th and 68.5th percentiles: 0 and 1/4 (a million resamples keep the
+    # 0.14-point margin to the 31.64 % edge at three standard errors).
+    res = paired_difference({u: 0 for u in "abcd"}, {"a": 0, "b": 0, "c": 0, "d": 1}, n_boot=1_000_000, level=0.37)
+    assert (res.lo, res.hi) == (0.0, 0.25)
+
+
+def test_cluster_bootstrap_of_one_value_is_that_value():
+    assert cluster_bootstrap_ci([0.7], ["a"]) == (0.7, 0.7)
+
+
+def test_cluster_bootstrap_defaults_are_the_documented_ones():
+    values = [0.31, -0.17, 0.53, 0.29, 0.07, 0.41, 0.12]
+    clusters = ["a", "a", "b", "c", "d", "e", "f"]
+    assert cluster_bootstrap_ci(values, clusters) == cluster_bootstrap_ci(values, clusters, n_boot=2000, seed=0,
+                                                                         level=0.95)
+
+
+@pytest.mark.parametrize("level,expected", [(0.89, (0.0, 0.5)), (0.91, (0.0, 0.75)), (0.37, (0.0, 0.25))])
+def test_cluster_bootstrap_percentiles_by_hand(level, expected):
+    # four questions of one answer each, 0, 0, 0, 1: the pooled mean of a resample is (times "d" is drawn) / 4,
+    # Binomial(4, 1/4) as in test_paired_difference_upper_percentile_by_hand / _lower_percentile_by_hand
+    got = cluster_bootstrap_ci([0, 0, 0, 1], ["a", "b", "c", "d"], n_boot=1_000_000, level=level)
+    assert got == expected
+
+
+def test_monte_carlo_p_follows_the_seed():
+    # 30 units: Monte Carlo; another seed draws other sign patterns, so p moves a little around 0.8555
+    units = [f"q{i:02d}" for i in range(30)]
+    before, after = {u: 0 for u in units}, {u: (1 if i < 16 else -1) for i, u in enumerate(units)}
+    p = {s: paired_difference(before, after, n_boot=10, seed=s).p_value for s in (0, 1, 2)}
+    assert len(set(p.values())) > 1
+    assert all(v == pytest.approx(1 - math.comb(30, 15) / 2 ** 30, abs=0.01) for v in p.values())
+
+
+def test_clustered_wilson_ends_are_exactly_0_and_1_for_none_and_all():
+    # 0 of 7 and 7 of 7 (one question each), 10 of 10: closed forms z^2 / (n + z^2) and n / (n + z^2),
+    # with the ends at exactly 0.0 and 1.0 (the formula alone leaves a rounding error there for these n)
+    z2 = Z95 ** 2
+    lo, hi = stats.clustered_wilson_interval([0], [7])
+    assert lo == 0.0 and hi == pytest.approx(z2 / (7 + z2), rel=1e-6)
+    lo, hi = stats.clustered_wilson_interval([10], [10])
+    assert hi == 1.0 and lo == pytest.approx(10 / (10 + z2), rel=1e-6)
+    lo, hi = stats.clustered_wilson_interval([0, 0], [3, 4])
+    assert lo == 0.0 and hi == pytest.approx(z2 / (7 + z2), rel=1e-6)
