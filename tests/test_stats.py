@@ -655,3 +655,13 @@ def test_clustered_wilson_ends_are_exactly_0_and_1_for_none_and_all():
     assert hi == 1.0 and lo == pytest.approx(10 / (10 + z2), rel=1e-6)
     lo, hi = stats.clustered_wilson_interval([0, 0], [3, 4])
     assert lo == 0.0 and hi == pytest.approx(z2 / (7 + z2), rel=1e-6)
+
+
+def test_wilson_ends_are_exactly_0_and_1_for_none_and_all():
+    # closed forms: 0 of n -> [0, z^2 / (n + z^2)], n of n -> [n / (n + z^2), 1]; the ends exactly 0.0 and 1.0
+    z2 = Z95 ** 2
+    for n in (7, 9, 10, 13):
+        lo, hi = wilson_interval(0, n)
+        assert lo == 0.0 and hi == pytest.approx(z2 / (n + z2), rel=1e-6)
+        lo, hi = wilson_interval(n, n)
+        assert hi == 1.0 and lo == pytest.approx(n / (n + z2), rel=1e-6)

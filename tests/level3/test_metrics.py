@@ -246,3 +246,191 @@ def test_a_per_question_change_row_pinned():
     assert row["p_fisher"] == pytest.approx(fisher_exact([[27, 3], [6, 24]]).pvalue)
     assert (row["mean_prev"], row["mean_curr"]) == pytest.approx((0.9, 0.2))
     assert row["solved_prev"] and not row["solved_curr"] and row["change"] == "worsened"
+
+
+# ----------------------------------------------------------------------------- pinned by hand (mutation run of metrics.py)
+
+Z95 = 1.959964  # norm.ppf(0.975), from a printed table
+
+
+def _wilson(p, n, z=Z95):
+    """The Wilson score interval written out (Wilson 1927), for a possibly fractional effective n."""
+    denom = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return center - half, center + half
+
+
+def test_question_passes_defaults_to_the_pass_bar_of_0_8():
+    assert list(question_passes([0.8, 0.79, 1.0], [0, 0, 0])) == [True, False, True]
+    assert list(question_passes([0.8 - 1e-13], [0])) == [True]  # rounding of 24/30 etc. is forgiven
+
+
+def test_summarise_overall_intervals_by_hand(two_questions):
+    o = summarise(two_questions).overall
+    # accuracy k = [2, 2] of n = [4, 2], p = 2/3: cluster variance 2 * ((2 - 8/3)^2 + (2 - 4/3)^2) / 36 = 0.049383,
+    # independent (2/3)(1/3)/6 = 0.037037 -> design effect 4/3, n_eff = 4.5
+    assert (o["accuracy_lo"], o["accuracy_hi"]) == pytest.approx(_wilson(2 / 3, 4.5), abs=1e-6)
+    assert (o["accuracy_lo"], o["accuracy_hi"]) == pytest.approx((0.2609, 0.9189), abs=1e-4)
+    # plain Wilson 4/6 (table: 0.3000 to 0.9032)
+    assert (o["accuracy_within_lo"], o["accuracy_within_hi"]) == pytest.approx((0.3000, 0.9032), abs=1e-4)
+    # harmful k = [1, 0] of n = [4, 2], p = 1/6: cluster variance 2 * (1/9 + 1/9) / 36 = 0.012346 is below the
+    # independent (1/6)(5/6)/6 = 0.023148, so deff = 1: plain Wilson 1/6 (table: 0.0301 to 0.5635)
+    assert (o["harmful_lo"], o["harmful_hi"]) == pytest.approx((0.0301, 0.5635), abs=1e-4)
+    # bootstrap over the two questions: (q1, q1) -> 2.2/4 = 0.55, (q2, q2) -> 1.0, {q1, q2} -> 4.2/6 = 0.7;
+    # a quarter of the resamples at each end, so the 2.5th and 97.5th percentiles are 0.55 and 1.0
+    assert (o["mean_lo"], o["mean_hi"]) == pytest.approx((0.55, 1.0))
+
+
+def test_summarise_groups_in_sorted_order_with_its_columns():
+    grades = frame([("q2", 1.0, "correct", False), ("q2", 1.0, "correct", False),
+                    ("q1", 0.9, "correct", False), ("q1", 0.2, "incorrect", False)])
+    pq = summarise(grades, n_boot=50).per_question
+    assert list(pq["symptom_id"]) == ["q1", "q2"]
+    assert list(pq.columns) == ["symptom_id", "n", "mean", "std", "n_correct", "accuracy", "n_harmful",
+                                "harmful_rate", "correct", "partially_correct", "incorrect", "unsafe", "accuracy_lo",
+                                "accuracy_hi", "solved"]
+    # two equal answers: std 0 (sample std, ddof = 1, is defined from two answers on)
+    assert pq.set_index("symptom_id").loc["q2", "std"] == 0.0
+    assert pq.set_index("symptom_id").loc["q1", "std"] == pytest.approx(math.sqrt(2 * 0.35 ** 2))
+
+
+def test_summarise_by_another_key_and_threshold(two_questions):
+    grades = two_questions.rename(columns={"symptom_id": "question"})
+    s = summarise(grades, by="question", threshold=0.5, n_boot=50)
+    q1 = s.per_question.set_index("question").loc["q1"]
+    # 0.9, 0.8 and 0.5 reach 0.5: 3 of 4
+    assert (q1["n_correct"], q1["accuracy"]) == (3, 0.75)
+    assert s.overall["n_correct"] == 5
+    with pytest.raises(KeyError) as err:
+        summarise(grades, n_boot=50)  # the default key is symptom_id
+    assert err.value.args[0] == "grades frame lacks column(s): symptom_id"
+
+
+def test_a_missing_column_message_lists_every_missing_column_sorted():
+    with pytest.raises(KeyError) as err:
+        summarise(pd.DataFrame({"symptom_id": ["a"], "score": [1.0]}))
+    assert err.value.args[0] == "grades frame lacks column(s): harmful, label"
+
+
+def test_summarise_defaults_are_the_documented_ones(two_questions):
+    default = summarise(two_questions)
+    explicit = summarise(two_questions, by="symptom_id", threshold=0.8, pass_accuracy=0.8, n_boot=2000, seed=0)
+    pd.testing.assert_frame_equal(default.per_question, explicit.per_question)
+    assert default.overall == explicit.overall
+
+
+def test_needs_review_accepts_zero_and_one_flags(two_questions):
+    graded = two_questions.assign(needs_review=[0, 1, 0, 0, 1, 1])
+    o = summarise(graded, n_boot=50).overall
+    assert o["n_needs_review"] == 3 and o["needs_review_rate"] == 0.5
+
+
+def test_compare_stages_passes_its_seed_and_n_boot_to_the_bootstrap():
+    before = {"a": (0, 30), "b": (6, 30), "c": (12, 30), "d": (15, 30), "e": (20, 30), "f": (30, 30)}
+    after = {"a": (3, 30), "b": (15, 30), "c": (12, 30), "d": (27, 30), "e": (10, 30), "f": (29, 30)}
+    pair = _pair(before, after)
+    # one bootstrap resample: both percentiles are that one resample's mean
+    one = compare_stages({("x", "y"): pair}, n_boot=1)[("x", "y")].overall
+    assert one.lo == one.hi
+    many = compare_stages({("x", "y"): pair}, n_boot=200)[("x", "y")].overall
+    assert many.lo < many.hi
+    # another seed draws other resamples (the same seed the same ones)
+    seeds = {s: compare_stages({("x", "y"): pair}, n_boot=20, seed=s)[("x", "y")].overall for s in (0, 1, 2)}
+    assert len({(o.lo, o.hi) for o in seeds.values()}) > 1
+    assert compare_stages({("x", "y"): pair}, n_boot=20, seed=1)[("x", "y")].overall == seeds[1]
+
+
+def test_one_holm_correction_over_three_pairs_keeps_each_pairs_slice():
+    # raw Fisher p: pair 1, 10/30 -> 20/30: about 0.0195; pair 2, 10/30 -> 10/30: 1; pair 3, 0/30 -> 30/30:
+    # 2 / C(60, 30) (only this table and its mirror). Holm over 3: p3 * 3, p1 * 2, then 1.
+    p3 = 2 / math.comb(60, 30)
+    page = compare_stages({("a", "b"): _pair({"q": (10, 30)}, {"q": (20, 30)}),
+                           ("b", "c"): _pair({"q": (10, 30)}, {"q": (10, 30)}),
+                           ("c", "d"): _pair({"q": (0, 30)}, {"q": (30, 30)})}, n_boot=20)
+    assert page[("c", "d")].per_question["p_adj"].iloc[0] == pytest.approx(3 * p3, rel=1e-6)
+    assert page[("c", "d")].verdict.improved == ["q"] and page[("c", "d")].per_question["change"].iloc[0] == "improved"
+    assert page[("b", "c")].per_question["p_adj"].iloc[0] == pytest.approx(1.0)
+    assert page[("a", "b")].per_question["p_adj"].iloc[0] == pytest.approx(
+        2 * page[("a", "b")].per_question["p_fisher"].iloc[0])
+
+
+def test_a_change_needs_p_adj_strictly_below_alpha():
+    # 0/1 -> 1/1: both 2x2 tables have probability 1/2, so Fisher's two-sided p is exactly 1
+    cmp = compare_stages({("x", "y"): _pair({"q": (0, 1)}, {"q": (1, 1)})}, alpha=1.0, n_boot=20)[("x", "y")]
+    assert cmp.per_question["p_adj"].iloc[0] == 1.0
+    assert cmp.per_question["change"].iloc[0] == "unchanged" and cmp.verdict.improved == []
+
+
+def _fisher_two_sided(k1, n1, k2, n2):
+    """Fisher's exact two-sided p of [[k1, n1 - k1], [k2, n2 - k2]], summed by hand over the hypergeometric tables."""
+    total, col = n1 + n2, k1 + k2
+    prob = {x: math.comb(n1, x) * math.comb(n2, col - x) / math.comb(total, col)
+            for x in range(max(0, col - n2), min(n1, col) + 1)}
+    return sum(p for p in prob.values() if p <= prob[k1] * (1 + 1e-7))
+
+
+def test_compare_stages_defaults_to_seed_0():
+    before = {"a": (0, 30), "b": (6, 30), "c": (12, 30), "d": (15, 30), "e": (20, 30), "f": (30, 30)}
+    after = {"a": (3, 30), "b": (15, 30), "c": (12, 30), "d": (27, 30), "e": (10, 30), "f": (29, 30)}
+    pair = _pair(before, after)
+    assert compare_stages({("x", "y"): pair}, n_boot=20)[("x", "y")].overall == compare_stages(
+        {("x", "y"): pair}, n_boot=20, seed=0)[("x", "y")].overall
+
+
+def test_a_small_drop_is_unchanged_not_worsened():
+    # 20/30 -> 18/30: Fisher p far above 0.05 (about 0.79), so neither the column nor the verdict calls it worse
+    cmp = compare_stages({("x", "y"): _pair({"q": (20, 30), "r": (5, 30)}, {"q": (18, 30), "r": (7, 30)})},
+                         n_boot=20)[("x", "y")]
+    row = cmp.per_question.set_index("symptom_id")
+    assert row.loc["q", "p_fisher"] == pytest.approx(_fisher_two_sided(20, 30, 18, 30), rel=1e-6)
+    assert row.loc["q", "p_adj"] > 0.05
+    assert row["change"].to_dict() == {"q": "unchanged", "r": "unchanged"}
+    assert cmp.verdict.worsened == [] and cmp.verdict.improved == []
+
+
+def test_the_verdict_uses_the_page_wide_holm_and_the_given_alpha():
+    # 10/30 -> 20/30 alone: Fisher p = 0.0194 (summed by hand), significant at 0.05 on its own
+    p = _fisher_two_sided(10, 30, 20, 30)
+    assert p == pytest.approx(0.0194, abs=1e-4)
+    alone = compare_stages({("a", "b"): _pair({"q": (10, 30)}, {"q": (20, 30)})}, n_boot=20)[("a", "b")]
+    assert alone.verdict.improved == ["q"] and alone.per_question["p_adj"].iloc[0] == pytest.approx(p, rel=1e-6)
+    # the same pair on a page with 14 more tests: Holm multiplies the smallest p by 15 -> 0.291, not significant,
+    # in the verdict as in the table (the pair's own single test must not be corrected on its own)
+    page = compare_stages({("a", "b"): _pair({"q": (10, 30)}, {"q": (20, 30)}),
+                           ("b", "c"): _pair({f"u{i}": (15, 30) for i in range(14)},
+                                             {f"u{i}": (15, 30) for i in range(14)})}, n_boot=20)
+    assert page[("a", "b")].per_question["p_adj"].iloc[0] == pytest.approx(15 * p, rel=1e-6)
+    assert page[("a", "b")].verdict.improved == [] and page[("a", "b")].per_question["change"].iloc[0] == "unchanged"
+    # alone but with alpha = 0.01: 0.0194 is not below it, in the verdict as in the table
+    strict = compare_stages({("a", "b"): _pair({"q": (10, 30)}, {"q": (20, 30)})}, alpha=0.01, n_boot=20)[("a", "b")]
+    assert strict.verdict.improved == [] and strict.per_question["change"].iloc[0] == "unchanged"
+
+
+def test_an_empty_grades_frame_is_refused():
+    # no answer at all: there is no question to pool, and the overall interval says so
+    with pytest.raises(ValueError, match=r"^need one count and one size per question, got 0 and 0$"):
+        summarise(frame([]), n_boot=10)
+
+
+def test_summarise_defaults_to_seed_0_for_the_bootstrap():
+    # six questions with different pooled means: the bootstrap interval depends on the draws, so on the seed
+    rows = []
+    for i, scores in enumerate([[0.1, 0.9], [0.3], [0.5, 0.6, 0.7], [0.8], [0.95, 0.2], [0.4, 0.45]]):
+        rows += [(f"q{i}", s, "correct" if s >= 0.8 else "incorrect", False) for s in scores]
+    grades = frame(rows)
+    o = summarise(grades, n_boot=30).overall
+    assert (o["mean_lo"], o["mean_hi"]) == (summarise(grades, n_boot=30, seed=0).overall["mean_lo"],
+                                            summarise(grades, n_boot=30, seed=0).overall["mean_hi"])
+    other = summarise(grades, n_boot=30, seed=1).overall
+    assert (other["mean_lo"], other["mean_hi"]) != (o["mean_lo"], o["mean_hi"])
+
+
+def test_summarise_passes_n_boot_to_the_bootstrap():
+    # one bootstrap resample: both percentiles are that resample's pooled mean
+    rows = [("q1", 0.1, "incorrect", False), ("q1", 0.9, "correct", False), ("q2", 0.3, "incorrect", False),
+            ("q3", 0.8, "correct", False)]
+    one = summarise(frame(rows), n_boot=1).overall
+    assert one["mean_lo"] == one["mean_hi"]
+    many = summarise(frame(rows), n_boot=200).overall
+    assert many["mean_lo"] < many["mean_hi"]
