@@ -45,7 +45,8 @@ def build_iteration_data(per_question: pd.DataFrame, data: LoopData, replay_rati
     """Corrective examples for failing questions, plus replay of passing ones.
 
     * corrective: every reference answer (``references``) of each failing symptom;
-    * replay: ``round(replay_ratio * n_passing)`` passing symptoms, drawn with
+    * replay: ``replay_ratio * n_passing`` passing symptoms, rounded half up (half of 5 passing
+      is 3, where Python's ``round(2.5)`` gives 2), drawn with
       ``seed``; each contributes as many of its ``train_initial`` examples (what
       iteration 0 taught) as a failing symptom contributes references, so a replayed
       question weighs as much as a corrected one.
