@@ -537,7 +537,9 @@ def test_dpo_trains_on_preference_pairs_with_its_own_rate_for_the_corrective_bud
                                history=pd.DataFrame({"step": [1], "loss": [0.5]}))
 
     monkeypatch.setattr(LP, "train_dpo", train_dpo)
-    config = replace(FAKE_CONFIG, iterations=1, control=False, update_rule="dpo", dpo_beta=0.3, dpo_learning_rate=3e-5)
+    # settings that differ from train_dpo's own defaults (linear, 512, seed 0, batch 4), so each must be passed on
+    config = replace(FAKE_CONFIG, iterations=1, control=False, update_rule="dpo", dpo_beta=0.3, dpo_learning_rate=3e-5,
+                     lr_scheduler_type="cosine", max_length=256, seed=2)
     result = fake_loop.run(tmp_path, ScoringJudge(), config)
     assert [t["stage"] for t in fake_loop.trained] == ["iter0"]  # no SFT in iter1
     (call,) = calls
@@ -546,8 +548,8 @@ def test_dpo_trains_on_preference_pairs_with_its_own_rate_for_the_corrective_bud
     pairs = call.pop("pairs")
     # warmup: round(0.08 x 120) = 10 steps
     assert call == {"start": ["base", "lora", "iter0"], "beta": 0.3, "max_steps": 120, "learning_rate": 3e-5,
-                    "per_device_train_batch_size": 2, "warmup_steps": 10, "lr_scheduler_type": "linear",
-                    "max_length": 512, "seed": 0}
+                    "per_device_train_batch_size": 2, "warmup_steps": 10, "lr_scheduler_type": "cosine",
+                    "max_length": 256, "seed": 2}
     # s1 has no wrong answer: no pair. s2: 3 correct x 1 wrong, s3: 1 x 3 (3 pairs each, round-robin);
     # s4: no correct answer, so its 2 references x 4 wrong answers, capped at 4 pairs per question
     per_question = {s: sum(p["symptom_id"] == s for p in pairs) for s in SYMPTOMS}
@@ -741,12 +743,18 @@ def test_every_training_gets_the_tokenizer_and_its_stages_epochs_or_step_budget(
     import course_lib.level3.loop as LP
     from course_lib.level3.loop import run_loop
 
-    seen = []
+    import course_lib.level3.evaluate as EV
+
+    seen, sampled_with = [], set()
     fake_train = LP.train
     monkeypatch.setattr(LP, "train", lambda model, tokenizer, records, config=None, callbacks=None: seen.append(
         (tokenizer, config.num_train_epochs, config.max_steps)) or fake_train(model, tokenizer, records, config, callbacks))
+    fake_sample = EV.sample_answers
+    monkeypatch.setattr(EV, "sample_answers", lambda model, tokenizer, *a, **kw: sampled_with.add(tokenizer)
+                        or fake_sample(model, tokenizer, *a, **kw))
     loaded = SimpleNamespace(model=FakeModel(), tokenizer="tok", source="fake-model", profile="fake", label="fake")
     result = run_loop(FAKE_CONFIG, loaded, ScoringJudge(), progress=False, data=fake_data(), runs_dir=tmp_path, log=None)
+    assert sampled_with == {"tok"}  # every stage is evaluated with the model's tokenizer too
     # iter0: epochs_initial (100); iterations: epochs_iter (30); the control: one "epoch" capped at the loop's 22 steps
     # (8 + 8 + 6 examples, one step each with the fake trainer)
     assert seen == [("tok", 100.0, -1), ("tok", 30.0, -1), ("tok", 30.0, -1), ("tok", 1.0, 22)]
@@ -881,3 +889,77 @@ def test_every_rule_trains_with_the_tokenizer_and_the_progress_setting(fake_loop
     assert bars == [("iter0: training", True), ("iter1: " + ("DPO" if rule == "dpo" else "training"), True)]
     info = result.stage_info["iter1"]
     assert (info["n_self"], info["n_pairs"]) == {"corrective": (0, 0), "self_distill": (5, 0), "dpo": (6, 10)}[rule]
+
+
+def test_the_control_trains_for_the_loops_steps_even_when_that_is_a_single_step(fake_loop, tmp_path):
+    from course_lib.level3.data import LoopData
+    from course_lib.level3.loop import run_loop
+
+    full = fake_data()
+    one_example = LoopData(full.symptoms, full.paraphrases, full.train_initial[:1], full.references)
+    # iter0: 1 example, 1 epoch: 1 step (one per example with the fake trainer); the model already answers every
+    # question, so iter1 has nothing to correct and trains 0 steps: the loop took 1 step, and so does the control
+    loaded = SimpleNamespace(model=FakeModel(corrections=NEEDS), tokenizer=None, source="fake-model", profile="fake",
+                             label="fake")
+    config = replace(FAKE_CONFIG, iterations=1, control=True, epochs_initial=1.0)
+    result = run_loop(config, loaded, ScoringJudge(), progress=False, data=one_example, runs_dir=tmp_path, log=None)
+    assert [(t["stage"], t["max_steps"]) for t in fake_loop.trained] == [("iter0", -1), ("control", 1)]
+    assert (result.stage_info["iter0"]["steps"], result.stage_info["iter1"]["steps"]) == (1, 0)
+    assert result.stage_info["control"]["loop_steps"] == 1
+
+
+def test_the_replay_seed_adds_the_iteration_to_the_runs_seed(fake_loop, tmp_path):
+    import random
+
+    # with the run's seed 0, seed + k and seed - k draw alike (random.Random(-2) is random.Random(2)); with seed 3 they
+    # do not: iter2 draws with 3 + 2 = 5, which replays s2 (seed 1 = 3 - 2, or 3 alone, would replay s1)
+    result = fake_loop.run(tmp_path, ScoringJudge(), replace(FAKE_CONFIG, seed=3))
+    assert result.stage_info["iter2"]["passed"] == ["s1", "s2"]
+    assert random.Random(5).sample(["s1", "s2"], 1) == ["s2"] != random.Random(1).sample(["s1", "s2"], 1)
+    assert random.Random(3).sample(["s1", "s2"], 1) == ["s1"]
+    assert result.stage_info["iter2"]["replayed"] == ["s2"]
+
+
+def test_run_loop_shows_progress_and_prints_its_log_by_default(fake_loop, tmp_path, monkeypatch, capsys):
+    import course_lib.level3.loop as LP
+    from course_lib import paths
+    from course_lib.level3.loop import run_loop
+
+    monkeypatch.setenv(paths.HEADLESS_ENV, "")
+    monkeypatch.setenv(paths.RUNS_ENV, str(tmp_path / "from-env"))  # no runs_dir given: the course's runs folder
+    bars = []
+    real_bar = LP.progress_bar
+    monkeypatch.setattr(LP, "progress_bar", lambda *a, **kw: bars.append(kw["enabled"]) or real_bar(*a, **{**kw, "enabled": False}))
+    loaded = SimpleNamespace(model=FakeModel(), tokenizer=None, source="fake-model", profile="fake", label="fake")
+    capsys.readouterr()
+    result = run_loop(replace(FAKE_CONFIG, iterations=0, control=False), loaded, ScoringJudge(), data=fake_data())
+    assert result.run_dir.parent == tmp_path / "from-env"
+    assert bars == [True]  # the stage bar, on
+    printed = capsys.readouterr().out
+    assert "[baseline] done in" in printed and "[iter0] done in" in printed
+
+
+def test_the_control_writes_the_data_it_trains_on(fake_loop, tmp_path):
+    result = fake_loop.run(tmp_path, ScoringJudge())
+    (control,) = [t for t in fake_loop.trained if t["stage"] == "control"]
+    lines = (result.run_dir / "control" / "train_data.jsonl").read_text(encoding="utf-8").splitlines()
+    written = [json.loads(line) for line in lines]
+    # each example once: the 8 initial examples and the 6 references of s2-s4 (the replays repeat initial examples)
+    assert written == control["records"] and len(written) == 14
+
+
+def test_the_control_records_its_stage_and_shows_its_progress(fake_loop, tmp_path, monkeypatch):
+    import course_lib.level3.loop as LP
+    from course_lib import paths
+    from course_lib.level3.loop import run_loop
+
+    monkeypatch.setenv(paths.HEADLESS_ENV, "")
+    bars = []
+    real_callback = LP._progress_callback
+    monkeypatch.setattr(LP, "_progress_callback", lambda desc, enabled: bars.append((desc, enabled))
+                        or real_callback(desc, False))
+    loaded = SimpleNamespace(model=FakeModel(), tokenizer=None, source="fake-model", profile="fake", label="fake")
+    result = run_loop(FAKE_CONFIG, loaded, ScoringJudge(), progress=True, data=fake_data(), runs_dir=tmp_path, log=None)
+    assert bars[-1] == ("control: training", True)
+    assert result.stage_info["control"]["stage"] == "control"
+
