@@ -68,7 +68,7 @@ def _init_worker(parent_pid: int | None, ignore_interrupts: bool) -> None:
 
 
 def _new_pool(workers: int, ignore_interrupts: bool = False) -> ProcessPoolExecutor:
-    # The kernel sends the death signal when the *thread* that started the worker ends, so it is only
+    # Linux sends the death signal when the *thread* that started the worker ends, so it is only
     # asked for from the main thread (where a lesson's cells run), which lives as long as the kernel.
     parent_pid = os.getpid() if threading.current_thread() is threading.main_thread() else None
     # "spawn": a fresh interpreter per worker; forking a process that has started torch's or the
