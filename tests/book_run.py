@@ -67,11 +67,18 @@ class BookRun:
     def stop(self) -> None:
         """Stop a run the session no longer waits for (an interrupted or failed session)."""
         if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+            terminate([self.process], timeout=20)  # longer than the run's own wait for its lanes (below)
+
+
+def terminate(processes: list[subprocess.Popen], timeout: float) -> None:
+    """SIGTERM every process at once, then wait for each; one still running after ``timeout`` s is killed."""
+    for p in processes:
+        p.terminate()
+    for p in processes:
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
 
 
 def lanes(names: list[str]) -> list[list[str]]:
@@ -95,13 +102,7 @@ def main(folder: Path) -> None:
     procs = [subprocess.Popen([sys.executable, __file__, str(folder), str(k)]) for k in range(len(lanes(names)))]
 
     def stop_lanes(signum, frame):  # BookRun.stop terminates this process: the lanes (and their kernels) go too
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        terminate(procs, timeout=15)
         sys.exit(f"stopped by signal {signum}")
 
     signal.signal(signal.SIGTERM, stop_lanes)
