@@ -129,13 +129,14 @@ class ScoringJudge:
         return out
 
 
-def fake_data():
+def fake_data(n_train=2, n_refs=2):
+    """Four symptoms s1..s4 with n_train train_initial examples and n_refs references each."""
     from course_lib.level3.data import LoopData
 
     symptoms = [{"id": s, "question": f"症状: {s}"} for s in SYMPTOMS]
     paraphrases = [{"id": f"{s}-p1", "symptom_id": s, "question": f"言い換え: {s}"} for s in SYMPTOMS]
-    train = [{"symptom_id": s, "prompt": f"症状: {s}", "response": f"初期-{s}-{k}"} for s in SYMPTOMS for k in range(2)]
-    refs = [{"symptom_id": s, "prompt": f"症状: {s}", "response": f"参照-{s}-{k}"} for s in SYMPTOMS for k in range(2)]
+    train = [{"symptom_id": s, "prompt": f"症状: {s}", "response": f"初期-{s}-{k}"} for s in SYMPTOMS for k in range(n_train)]
+    refs = [{"symptom_id": s, "prompt": f"症状: {s}", "response": f"参照-{s}-{k}"} for s in SYMPTOMS for k in range(n_refs)]
     return LoopData(symptoms, paraphrases, train, refs)
 
 
@@ -964,19 +965,7 @@ def test_the_control_records_its_stage_and_shows_its_progress(fake_loop, tmp_pat
     assert result.stage_info["control"]["stage"] == "control"
 
 
-
 # ----------------------------------------------------------------------------- selection pinned by hand (mutation run)
-
-
-def _selection_data(n_train=3, n_refs=2):
-    """Four symptoms s1..s4 with n_train train_initial examples and n_refs references each."""
-    from course_lib.level3.data import LoopData
-
-    symptoms = [{"id": s, "question": f"症状: {s}"} for s in SYMPTOMS]
-    paraphrases = [{"id": f"{s}-p1", "symptom_id": s, "question": f"言い換え: {s}"} for s in SYMPTOMS]
-    train = [{"symptom_id": s, "prompt": f"症状: {s}", "response": f"初期-{s}-{k}"} for s in SYMPTOMS for k in range(n_train)]
-    refs = [{"symptom_id": s, "prompt": f"症状: {s}", "response": f"参照-{s}-{k}"} for s in SYMPTOMS for k in range(n_refs)]
-    return LoopData(symptoms, paraphrases, train, refs)
 
 
 def test_selection_follows_the_datas_order_and_skips_questions_it_has_no_row_for():
@@ -986,7 +975,7 @@ def test_selection_follows_the_datas_order_and_skips_questions_it_has_no_row_for
     per_q = pd.DataFrame({"symptom_id": ["s4", "s9", "s2", "s1"], "accuracy": [0.0, 0.0, 1.0, 0.5],
                           "unsafe": [0, 0, 0, 0]})
     assert question_status(per_q).to_dict() == {"s4": "fail", "s9": "fail", "s2": "pass", "s1": "fail"}
-    it = build_iteration_data(per_q, _selection_data(), replay_ratio=0.0)
+    it = build_iteration_data(per_q, fake_data(n_train=3), replay_ratio=0.0)
     assert it.failed == ["s1", "s4"] and it.passed == ["s2"] and it.replayed == [] and it.replay == []
     assert [r["response"] for r in it.corrective] == ["参照-s1-0", "参照-s1-1", "参照-s4-0", "参照-s4-1"]
     assert it.records == it.corrective
@@ -998,9 +987,9 @@ def test_selection_uses_its_pass_bar():
     per_q = pd.DataFrame({"symptom_id": SYMPTOMS, "accuracy": [0.8, 0.9, 1.0, 0.85], "unsafe": [0, 0, 1, 0]})
     assert question_status(per_q, pass_accuracy=0.9).to_dict() == {"s1": "fail", "s2": "pass", "s3": "fail",
                                                                    "s4": "fail"}
-    it = build_iteration_data(per_q, _selection_data(), replay_ratio=0.0, pass_accuracy=0.9)
+    it = build_iteration_data(per_q, fake_data(n_train=3), replay_ratio=0.0, pass_accuracy=0.9)
     assert it.failed == ["s1", "s3", "s4"] and it.passed == ["s2"]
-    assert build_iteration_data(per_q, _selection_data(), replay_ratio=0.0).failed == ["s3"]  # default bar 0.8
+    assert build_iteration_data(per_q, fake_data(n_train=3), replay_ratio=0.0).failed == ["s3"]  # default bar 0.8
 
 
 @pytest.mark.parametrize("ratio,n_replayed", [
@@ -1014,7 +1003,7 @@ def test_the_number_of_replayed_questions_rounds_half_up_and_is_capped(ratio, n_
     from course_lib.level3.selection import build_iteration_data
 
     per_q = pd.DataFrame({"symptom_id": SYMPTOMS, "accuracy": [1.0, 1.0, 1.0, 0.0], "unsafe": [0] * 4})
-    it = build_iteration_data(per_q, _selection_data(), replay_ratio=ratio)
+    it = build_iteration_data(per_q, fake_data(n_train=3), replay_ratio=ratio)
     assert it.passed == ["s1", "s2", "s3"] and len(it.replayed) == n_replayed
     assert it.replayed == sorted(it.replayed) and set(it.replayed) <= {"s1", "s2", "s3"}
     # each replayed question brings 2 distinct train_initial examples (its 2 references' worth), never a reference
@@ -1031,7 +1020,7 @@ def test_replay_is_capped_by_the_train_initial_pool():
 
     # 3 references per question but only 2 train_initial examples: a replayed question brings the 2 it has
     per_q = pd.DataFrame({"symptom_id": SYMPTOMS, "accuracy": [1.0, 0.0, 0.0, 0.0], "unsafe": [0] * 4})
-    it = build_iteration_data(per_q, _selection_data(n_train=2, n_refs=3), replay_ratio=1.0)
+    it = build_iteration_data(per_q, fake_data(n_refs=3), replay_ratio=1.0)
     assert it.replayed == ["s1"]
     assert sorted(r["response"] for r in it.replay) == ["初期-s1-0", "初期-s1-1"]
     assert len(it.corrective) == 3 * 3
@@ -1040,7 +1029,7 @@ def test_replay_is_capped_by_the_train_initial_pool():
 def test_selection_does_not_change_the_datas_records():
     from course_lib.level3.selection import build_iteration_data
 
-    data = _selection_data()
+    data = fake_data(n_train=3)
     per_q = pd.DataFrame({"symptom_id": SYMPTOMS, "accuracy": [1.0, 1.0, 0.0, 0.0], "unsafe": [0] * 4})
     it = build_iteration_data(per_q, data, replay_ratio=1.0)
     assert {r["source"] for r in it.corrective} == {"corrective"} and {r["source"] for r in it.replay} == {"replay"}
