@@ -106,29 +106,32 @@ def test_kept_workers_are_reused_and_ignore_the_interrupt_jupyter_sends_when_it_
             pool.shutdown()
 
 
+def _state_and_parent(pid: int) -> tuple[str, int] | None:
+    """The process's state letter and parent pid from /proc (the fields after the name), or None if it is gone."""
+    try:
+        fields = open(f"/proc/{pid}/stat", encoding="utf-8").read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return fields[0], int(fields[1])
+
+
 def _workers_of(parent_pid: int) -> list[int]:
-    """Pids of the spawned pool workers whose parent is ``parent_pid`` (read from /proc)."""
+    """Pids of the spawned pool workers whose parent is ``parent_pid``."""
     pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for entry in filter(str.isdigit, os.listdir("/proc")):
         try:
-            stat = open(f"/proc/{entry}/stat", encoding="utf-8").read()
             cmdline = open(f"/proc/{entry}/cmdline", "rb").read()
         except OSError:
             continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state letter
-        if ppid == parent_pid and b"spawn_main" in cmdline:
+        stat = _state_and_parent(int(entry))
+        if stat is not None and stat[1] == parent_pid and b"spawn_main" in cmdline:
             pids.append(int(entry))
     return pids
 
 
 def _alive(pid: int) -> bool:
-    try:
-        state = open(f"/proc/{pid}/stat", encoding="utf-8").read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+    stat = _state_and_parent(pid)
+    return stat is not None and stat[0] != "Z"
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads the process table from Linux's /proc")
