@@ -54,7 +54,7 @@ LOOP = [
  ("level3/runs.py", '"lora_dropout", "target_modules", "learning_rate",', '"target_modules", "learning_rate",', "lora_dropout missing from fingerprints"),
  ("level3/loop.py", '        model = self.models.fresh_lora()\n        return train_on(sd, model, self.tok, records, {"stage": st.name, "loop_steps": steps}', '        model = self.models.after(names[-1])\n        return train_on(sd, model, self.tok, records, {"stage": st.name, "loop_steps": steps}', "control continues the loop's adapter"),
  ("level3/loop.py", 'self.progress, max_steps=max(1, steps))', 'self.progress, max_steps=-1)', "control ignores the loop's step count"),
- ("level3/loop.py", 'self.config.pass_accuracy,\n                                  seed=self.config.seed + st.k)', 'self.config.pass_accuracy,\n                                  seed=self.config.seed)', "replay draw not seeded per iteration"),
+ ("level3/loop.py", 'self.config.pass_accuracy,\n                                    seed=self.config.seed + st.k)', 'self.config.pass_accuracy,\n                                    seed=self.config.seed)', "replay draw not seeded per iteration"),
 ]
 TESTS = {"generation": ["tests/test_generate.py", "-k", "not in_order and not repeats_with and not left_padding_batches"],
          "loop": ["tests/level3/test_loop_wiring.py"]}

@@ -30,12 +30,12 @@ from ..data import write_json, write_jsonl
 from ..lora import attach_lora, load_adapter, quiet_peft, save_adapter
 from ..progress import progress_bar
 from ..train import TrainConfig, train
-from .config import BASELINE, CONTROL, LoopConfig, Stage
+from .config import BASELINE, CONTROL, ITERATION, LoopConfig, Stage
 from .data import LoopData
 from .evaluate import Grader, evaluate_stage
 from .metrics import summarise
-from .runs import LoopResult, Run, StageDir, load_result, run_identity
-from .selection import build_iteration_data, union_records
+from .runs import LoopResult, Run, StageDir, iteration_content_key, load_result, run_identity
+from .selection import IterationData, build_iteration_data, union_records
 from .update_rules import (build_preference_pairs, corrective_budget, graded_answers, select_self_distill,
                            train_dpo)
 
@@ -147,16 +147,28 @@ class LoopStages:
         return train_on(sd, model, self.tok, records, {"stage": st.name}, self.config, self.progress,
                         epochs=self.config.epochs_initial)
 
+    def selection(self, st: Stage) -> IterationData:
+        """Iteration k's selection from its parent's grades on the original questions: which questions
+        failed, passed and are replayed, and the corrective rule's records."""
+        frame = pd.DataFrame(self.run.grades(st.parent))
+        per_q = summarise(frame[frame["split"] == "original"], n_boot=1).per_question
+        return build_iteration_data(per_q, self.data, self.config.replay_ratio, self.config.pass_accuracy,
+                                    seed=self.config.seed + st.k)
+
+    def content_key(self, st: Stage) -> str | None:
+        """Iteration k >= 1's content key (:func:`.runs.iteration_content_key`), once its parent is finished;
+        None for the other stages, whose fingerprint already determines them."""
+        if st.kind != ITERATION or st.k == 0:
+            return None
+        return iteration_content_key(self.config, st, self.run.content_key(st.parent), self.selection(st))
+
     def iteration(self, st: Stage, sd: StageDir):
         """Iteration k >= 1: the parent's graded answers become training data, by ``config.update_rule``.
 
         The corrective rule's data (the parent's failures + replay) is built for every rule: it is
         the corrective rule's training set and, for the others, the step budget (:func:`.update_rules.corrective_budget`).
         """
-        frame = pd.DataFrame(self.run.grades(st.parent))
-        per_q = summarise(frame[frame["split"] == "original"], n_boot=1).per_question
-        it = build_iteration_data(per_q, self.data, self.config.replay_ratio, self.config.pass_accuracy,
-                                  seed=self.config.seed + st.k)
+        it = self.selection(st)
         info = {"stage": st.name, "update_rule": self.config.update_rule, "failed": it.failed, "passed": it.passed,
                 "replayed": it.replayed, "n_corrective": len(it.corrective), "n_replay": len(it.replay),
                 "n_self": 0, "n_pairs": 0}
@@ -241,7 +253,7 @@ def run_loop(config: LoopConfig, loaded, judge, progress: bool = True, data: Loo
 
     Reads as the stage sequence: for each stage of ``config.plan()`` (baseline → iter0 →
     iter1..K → control), ``run.stage`` keeps it if done, copies an identical finished stage
-    from another run, or trains (:class:`LoopStages`) and evaluates it (:func:`evaluate_stage`).
+    from another run (the same fingerprint, or for an iteration the same parent and data), or trains (:class:`LoopStages`) and evaluates it (:func:`evaluate_stage`).
     """
     data = data or LoopData.load()
     progress = progress and not paths.headless()
@@ -251,7 +263,8 @@ def run_loop(config: LoopConfig, loaded, judge, progress: bool = True, data: Loo
     with quiet_peft():
         for st in progress_bar(config.plan(), enabled=progress, desc="level-3 loop", unit="stage"):
             run.stage(st, lambda sd, st=st: evaluate_stage(sd, stages.model_for(st, sd), loaded.tokenizer,
-                                                           config, data, grader, progress))
+                                                           config, data, grader, progress),
+                      content_key=lambda st=st: stages.content_key(st))
     return load_result(run.path, calls=grader.calls, errors=grader.errors, seconds=run.seconds, reused=run.status)
 
 

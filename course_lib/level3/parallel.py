@@ -5,8 +5,9 @@ rules) computes them with :func:`run_loops`: the runs go to worker processes
 (:func:`course_lib.parallel.run_jobs`), which write their stages to the run folders as
 :func:`.loop.run_loop` always does; then ``run_loop`` here finds every stage finished and only
 reads it back. Two runs that share a stage (the baseline and iteration 0 of runs that differ
-only after it) compute it once: the second waits for the first (:class:`.runs.StageClaim`)
-and copies it.
+only after it; an iteration that trains on the same data from the same parent, as the runs with
+and without replay do while no question passes) compute it once: the second waits for the first
+(:class:`.runs.StageClaim`) and copies it.
 
 Workers are used for the tiny model on the CPU with the rubric judge, which a worker can
 rebuild identically. Anything else (Qwen3-0.6B, a GPU, the OpenAI judge) runs serially: a

@@ -19,6 +19,12 @@ Files are written atomically. A rerun skips finished stages. A changed configura
 hashes to a new run folder; a stage whose *fingerprint* (everything that determines its
 result) matches a finished stage of another run is copied from there, and its grades go
 into this run's judge cache, so an identical answer later in the run is never graded twice.
+
+The pass bar and the replay ratio act on an iteration only through the data they select, so an
+iteration also has a *content key* (:func:`iteration_content_key`): its parent's key, its own
+settings and the selection itself. Two runs whose settings differ but whose iteration trains on
+the same data from the same parent (no question passed, so there was nothing to replay) compute
+that iteration once and copy it, like a shared iteration 0.
 """
 from __future__ import annotations
 
@@ -58,6 +64,9 @@ ITER_FIELDS = ("epochs_iter", "pass_accuracy", "replay_ratio", "update_rule", "s
 # loop as it was before the rules existed) hashes without any: its run folders and stages keep their names.
 RULE_FIELDS = {"corrective": (), "self_distill": ("self_distill_k",), "dpo": ("dpo_beta", "dpo_learning_rate")}
 _ALL_RULE_FIELDS = ("update_rule", "self_distill_k", "dpo_beta", "dpo_learning_rate")
+# Settings that reach an iteration only through its selection (which questions failed, passed, were replayed):
+# the content key holds the selection instead.
+SELECTION_FIELDS = ("pass_accuracy", "replay_ratio")
 
 
 def hashed_config(config: LoopConfig) -> dict:
@@ -102,6 +111,21 @@ def stage_fingerprints(config: LoopConfig, identity: dict) -> dict[str, str]:
     return fps
 
 
+def iteration_content_key(config: LoopConfig, stage: Stage, parent_key: str, selection) -> str:
+    """What determines iteration ``stage`` (k >= 1) once its parent is finished: the parent's content
+    key, the iteration's own settings except the pass bar and the replay ratio, and ``selection``
+    (a :class:`.selection.IterationData`: the failed, passed and replayed questions and the records).
+
+    The update rules' own data (accepted answers, preference pairs) is drawn from the parent's answers
+    with the run's seed, both covered by the parent's key, and their step budget from the records.
+    """
+    c = hashed_config(config)
+    settings = {k: c[k] for k in ITER_FIELDS if k in c and k not in SELECTION_FIELDS}
+    return stable_hash({"stage": stage.name, "parent": parent_key, **settings, "failed": list(selection.failed),
+                        "passed": list(selection.passed), "replayed": list(selection.replayed),
+                        "records": list(selection.records)})
+
+
 class StageDir:
     """The folder of one stage."""
 
@@ -123,8 +147,8 @@ class StageDir:
         return (self.adapter / "adapter_config.json").exists() and self.file("train.json").exists()
 
 
-def find_finished(runs_dir: Path, stage: str, fingerprint: str, exclude: Path) -> Path | None:
-    """A finished stage with this fingerprint in another run folder, if there is one."""
+def find_finished(runs_dir: Path, stage: str, fingerprint: str, exclude: Path, key: str = "fingerprint") -> Path | None:
+    """A finished stage with this fingerprint (or ``key="content_key"``: content key) in another run folder."""
     if not runs_dir.exists():
         return None
     for run in sorted(runs_dir.iterdir()):
@@ -135,7 +159,7 @@ def find_finished(runs_dir: Path, stage: str, fingerprint: str, exclude: Path) -
             meta = json.loads((cand / "config.json").read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             continue
-        if meta.get("fingerprint") == fingerprint:
+        if meta.get(key) == fingerprint:
             return cand
     return None
 
@@ -214,8 +238,14 @@ class Run:
     def stage_dir(self, name: str) -> StageDir:
         return StageDir(self.path, name)
 
-    def stage(self, st: Stage, compute: Callable[[StageDir], None]) -> None:
-        """Make ``st`` done: keep it if finished, copy an identical finished stage, else ``compute`` it."""
+    def stage(self, st: Stage, compute: Callable[[StageDir], None],
+              content_key: Callable[[], str | None] | None = None) -> None:
+        """Make ``st`` done: keep it if finished, copy an identical finished stage, else ``compute`` it.
+
+        ``content_key`` (iterations k >= 1, called once the parent is finished) gives the stage's
+        content key: a finished stage with the same key is copied too, and a process computing it is
+        waited for, as for an identical fingerprint.
+        """
         sd = self.stage_dir(st.name)
         if sd.done:
             self.status[st.name] = "done"
@@ -223,13 +253,17 @@ class Run:
             return
         if self._copy(sd):
             return
-        with StageClaim(self.runs_dir, st.name, self.fingerprints[st.name]) as claim:
-            if claim.waited and self._copy(sd):  # another process has just computed this very stage
+        key = content_key() if content_key else None
+        if key and self._copy(sd, key):
+            return
+        with StageClaim(self.runs_dir, st.name, key or self.fingerprints[st.name]) as claim:
+            if claim.waited and self._copy(sd, key):  # another process has just computed this very stage
                 return
             start = time.perf_counter()
             sd.path.mkdir(parents=True, exist_ok=True)
             if not sd.file("config.json").exists():
                 write_json(sd.file("config.json"), {"stage": st.name, "fingerprint": self.fingerprints[st.name],
+                                                    **({"content_key": key} if key else {}),
                                                     "parent": st.parent, "run": self.path.name,
                                                     "config": self.config.to_dict(), **self.identity})
             compute(sd)
@@ -238,10 +272,20 @@ class Run:
         self.status[st.name] = "computed"
         self.log(f"[{st.name}] done in {self.seconds[st.name]:.0f}s")
 
-    def _copy(self, sd: StageDir) -> bool:
+    def content_key(self, stage: str) -> str:
+        """The finished ``stage``'s content key; for stages without one (baseline, iteration 0, the
+        control, or a stage written before content keys existed) its fingerprint, which determines it."""
+        meta = json.loads((self.path / stage / "config.json").read_text(encoding="utf-8"))
+        return meta.get("content_key") or meta["fingerprint"]
+
+    def _copy(self, sd: StageDir, content_key: str | None = None) -> bool:
+        """Copy a finished stage with this stage's fingerprint, or with ``content_key`` when given."""
         if not self.reuse or sd.path.exists() and any(sd.path.iterdir()):
             return False
-        src = find_finished(self.runs_dir, sd.name, self.fingerprints[sd.name], self.path)
+        if content_key:
+            src = find_finished(self.runs_dir, sd.name, content_key, self.path, key="content_key")
+        else:
+            src = find_finished(self.runs_dir, sd.name, self.fingerprints[sd.name], self.path)
         if src is None:
             return False
         tmp = sd.path.with_name(sd.name + ".copy")
@@ -249,7 +293,9 @@ class Run:
             shutil.rmtree(tmp)
         shutil.copytree(src, tmp)
         meta = json.loads((tmp / "config.json").read_text(encoding="utf-8"))
-        meta.update({"run": self.path.name, "config": self.config.to_dict(), "copied_from": src.parent.name})
+        # this run's fingerprint: a later run with this run's settings finds the stage here by fingerprint
+        meta.update({"fingerprint": self.fingerprints[sd.name], "run": self.path.name,
+                     "config": self.config.to_dict(), "copied_from": src.parent.name})
         write_json(tmp / "config.json", meta)
         if sd.path.exists():
             shutil.rmtree(sd.path)

@@ -327,6 +327,89 @@ def test_a_copied_stage_reports_solved_questions_with_this_runs_pass_accuracy(fa
     assert solved["s2"]  # 3 of 4 correct passes a 0.7 bar
 
 
+NO_REPLAY = replace(FAKE_CONFIG, replay_ratio=0.0, control=False)
+
+
+@pytest.mark.parametrize("setting,value,copied,computed", [
+    # iter1: one question passes (s1) and a quarter of one rounds down to no replay, as with no replay at all;
+    # iter2: two pass (s1, s2), and a quarter of two rounds half up to one replayed question: other data
+    ("replay_ratio", 0.25, ["iter1"], ["iter2"]),
+    # accuracies 1, 0.75, 0.25, 0 (then 1, 1, 0.25, 0): a 0.9 bar fails the same questions as 0.8
+    ("pass_accuracy", 0.9, ["iter1", "iter2"], []),
+])
+def test_an_iteration_with_the_same_parent_and_data_is_copied_not_trained_again(fake_loop, tmp_path, setting, value,
+                                                                                copied, computed):
+    first = fake_loop.run(tmp_path, ScoringJudge(), NO_REPLAY)
+    fake_loop.trained.clear()
+    judge = ScoringJudge()
+    config = replace(NO_REPLAY, **{setting: value})
+    second = fake_loop.run(tmp_path, judge, config)
+    assert second.run_dir != first.run_dir
+    assert {s: second.reused[s] for s in copied} == {s: f"copied from {first.run_dir.name}" for s in copied}
+    assert all(second.reused[s] == "computed" for s in computed)
+    assert [t["stage"] for t in fake_loop.trained] == computed
+    if computed:  # iter2 trained from the copied iter1's adapter, on its own data (one replayed question)
+        assert fake_loop.start_of("iter2") == ["base", "lora", "iter0", "iter1"]
+        assert second.stage_info["iter2"]["replayed"] == ["s1"] and first.stage_info["iter2"]["replayed"] == []
+    identity = {k: second.identity[k] for k in ("model", "judge", "data", "loop_version")}  # without "machine"
+    for s in copied:
+        assert second.stage_info[s] == first.stage_info[s]
+        meta = json.loads((second.run_dir / s / "config.json").read_text(encoding="utf-8"))
+        # found by its content key; filed under this run's fingerprint, so this run's settings find it again
+        assert meta["content_key"] == json.loads((first.run_dir / s / "config.json").read_text())["content_key"]
+        assert meta["fingerprint"] == R.stage_fingerprints(config, identity)[s] != \
+            R.stage_fingerprints(NO_REPLAY, identity)[s]
+    # a copied iteration's answers were graded by the first run: nothing of it is asked again
+    g = second.grades
+    asked_stages = set(g[[(q, a) in set(judge.asked) for q, a in zip(g["question"], g["answer"])]]["stage"])
+    assert asked_stages <= set(computed)
+
+
+def test_an_iterations_content_key_holds_its_parent_settings_and_selection_but_not_the_bar_or_ratio():
+    from course_lib.level3.selection import IterationData
+
+    rec = {"symptom_id": "s2", "prompt": "症状: s2", "response": "参照-s2-0", "source": "corrective"}
+    sel = IterationData(["s2"], ["s1"], [], [rec], [])
+    st = C.Stage("iter1", C.ITERATION, 1, "iter0")
+    key = R.iteration_content_key(FAKE_CONFIG, st, "parent", sel)
+    same = [R.iteration_content_key(replace(FAKE_CONFIG, replay_ratio=0.0), st, "parent", sel),
+            R.iteration_content_key(replace(FAKE_CONFIG, pass_accuracy=0.6), st, "parent", sel),
+            R.iteration_content_key(replace(FAKE_CONFIG, learning_rate=1.0), st, "parent", sel)]  # in the parent's key
+    assert same == [key] * 3
+    other = {
+        "parent": R.iteration_content_key(FAKE_CONFIG, st, "other parent", sel),
+        "stage": R.iteration_content_key(FAKE_CONFIG, C.Stage("iter2", C.ITERATION, 2, "iter1"), "parent", sel),
+        "epochs_iter": R.iteration_content_key(replace(FAKE_CONFIG, epochs_iter=5.0), st, "parent", sel),
+        "update_rule": R.iteration_content_key(replace(FAKE_CONFIG, update_rule="dpo", control=False), st, "parent", sel),
+        "failed": R.iteration_content_key(FAKE_CONFIG, st, "parent", IterationData([], ["s1"], [], [rec], [])),
+        "passed": R.iteration_content_key(FAKE_CONFIG, st, "parent", IterationData(["s2"], [], [], [rec], [])),
+        "replayed": R.iteration_content_key(FAKE_CONFIG, st, "parent", IterationData(["s2"], ["s1"], ["s1"], [rec], [])),
+        "records": R.iteration_content_key(FAKE_CONFIG, st, "parent",
+                                           IterationData(["s2"], ["s1"], [], [dict(rec, response="別")], [])),
+    }
+    assert all(v != key for v in other.values()), [k for k, v in other.items() if v == key]
+    assert len(set(other.values())) == len(other)
+
+
+def test_an_iteration_claims_its_content_key_while_it_is_computed(fake_loop, tmp_path, monkeypatch):
+    claimed = []
+    real = R.StageClaim
+
+    class RecordingClaim(real):
+        def __init__(self, runs_dir, stage, fingerprint):
+            claimed.append((stage, fingerprint))
+            super().__init__(runs_dir, stage, fingerprint)
+
+    monkeypatch.setattr(R, "StageClaim", RecordingClaim)
+    result = fake_loop.run(tmp_path, ScoringJudge(), replace(FAKE_CONFIG, iterations=2))
+    meta = {s: json.loads((result.run_dir / s / "config.json").read_text(encoding="utf-8")) for s in result.stages}
+    assert "content_key" not in meta["baseline"] and "content_key" not in meta["iter0"]
+    assert "content_key" not in meta["control"]
+    assert claimed == [(s, meta[s]["content_key"] if s in ("iter1", "iter2") else meta[s]["fingerprint"])
+                       for s in result.stages]
+    assert meta["iter1"]["content_key"] != meta["iter1"]["fingerprint"]
+
+
 def test_each_iteration_draws_its_replay_with_its_own_seed(fake_loop, tmp_path):
     import random
 
