@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import locale
 import os
 import time
 from dataclasses import replace
@@ -354,8 +355,10 @@ def test_a_new_run_writes_run_json_once_and_keys_its_judge(tmp_path, monkeypatch
     assert run.cache.path == run.path / "judge_cache.jsonl" and len(run.cache) == 0
     assert (run.status, run.seconds, run.reuse, run.fingerprints) == ({}, {}, True, R.stage_fingerprints(CONFIG, IDENT))
     write(run.path / "run.json", {"kept": True})
-    R.Run(CONFIG, IDENT, tmp_path / "runs")  # reopened (no log given): run.json is not rewritten
+    reopened = R.Run(CONFIG, IDENT, tmp_path / "runs")  # reopened (no log given): run.json is not rewritten
     assert json.loads((run.path / "run.json").read_text()) == {"kept": True}
+    reopened.stage(CONFIG.plan()[0], lambda sd: None)  # logs to nowhere
+    assert reopened.status == {"baseline": "computed"}
 
 
 def test_computing_a_stage_writes_config_and_done_under_a_claim(tmp_path, monkeypatch):
@@ -563,14 +566,14 @@ def test_table_has_one_row_per_stage_with_a_summary_of_the_split():
 
 def grades_frame():
     return pd.DataFrame([
+        {"stage": "baseline", "split": "original", "item_id": "s1", "sample": 1, "question": "q1", "answer": "b1",
+         "label": "incorrect", "harmful": False, "score": 0.0, "reason": "b", "drugs": ()},
         {"stage": "iter0", "split": "original", "item_id": "s1", "sample": 0, "question": "q1", "answer": "a0",
          "label": "correct", "harmful": False, "score": 1, "reason": "ok", "drugs": ("d1",)},
         {"stage": "iter0", "split": "original", "item_id": "s1", "sample": 1, "question": "q1", "answer": "a1",
          "label": "unsafe", "harmful": True, "score": 0.25, "reason": "bad", "drugs": ("d2", "d3")},
         {"stage": "iter0", "split": "paraphrase", "item_id": "s1", "sample": 1, "question": "pq", "answer": "pa",
          "label": "incorrect", "harmful": False, "score": 0.0, "reason": "p", "drugs": ()},
-        {"stage": "baseline", "split": "original", "item_id": "s1", "sample": 1, "question": "q1", "answer": "b1",
-         "label": "incorrect", "harmful": False, "score": 0.0, "reason": "b", "drugs": ()},
         {"stage": "iter0", "split": "original", "item_id": "s2", "sample": 1, "question": "q2", "answer": "c1",
          "label": "incorrect", "harmful": False, "score": 0.0, "reason": "c", "drugs": ()},
     ])
@@ -634,6 +637,8 @@ def test_general_perplexity_and_stage_seconds_read_each_stages_metrics(tmp_path)
     assert ppl.name == "general_perplexity" and ppl.dtype == float
     assert list(ppl.index) == ["baseline", "iter0", "control"]
     assert ppl["baseline"] == 120.5 and pd.isna(ppl["iter0"]) and ppl["control"] == 80.0
+    none = result(tmp_path, stages=["iter0"]).general_perplexity()
+    assert none.dtype == float and pd.isna(none["iter0"]), "floats (NaN) even when no stage measured it"
     sec = res.stage_seconds()
     assert list(sec.columns) == ["stage", "train", "generate", "judge", "perplexity"]
     assert list(sec["stage"]) == ["baseline", "iter0", "control"]
@@ -701,6 +706,15 @@ def write_result_run(run_dir):
             (d / "done").write_text("t\n")
     write(run_dir / "iter0" / "train.json", {"examples": 6, "steps": 4, "seconds": 2.0, "failed": ["s1"],
                                              "history": [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}]})
+    # the control: done, trained without a recorded history; one answer has no generation left (kept, no text)
+    c = run_dir / "control"
+    write_lines(c / "generations.jsonl", [{"split": "original", "item_id": "s1", "symptom_id": "s1", "sample": 0,
+                                          "question": "q1", "answer": "c0"}])
+    write_lines(c / "grades.jsonl", [{"split": "original", "item_id": "s1", "symptom_id": "s1", "sample": j,
+                                      "key": f"control-{j}", "score": 1.0} for j in (0, 1)])
+    write(c / "metrics.json", {"original": {"per_question": [], "overall": {"solved": 0, "m": "control"}}})
+    write(c / "train.json", {"examples": 3})
+    (c / "done").write_text("t\n")
     return config
 
 
@@ -709,22 +723,28 @@ def test_load_result_reads_the_finished_stages_back(tmp_path):
     res = R.load_result(str(tmp_path), calls=5, errors=1, seconds={"iter0": 2.0}, reused={"baseline": "done"})
     assert res.run_dir == tmp_path and res.config == config
     assert res.identity == {**IDENT, "machine": {"python": "3"}}  # not the config, not the date
-    assert res.stages == ["baseline", "iter0"]  # iter1 has no done file yet
+    assert res.stages == ["baseline", "iter0", "control"]  # iter1 has no done file yet
     assert (res.judge_calls, res.judge_errors, res.seconds, res.reused) == (5, 1, {"iter0": 2.0}, {"baseline": "done"})
-    assert list(res.generations["stage"]) == ["baseline"] * 3 + ["iter0"] * 3
-    assert list(res.generations["answer"]) == ["b0", "b1", "p", "i0", "i1", "p"]
+    assert list(res.generations["stage"]) == ["baseline"] * 3 + ["iter0"] * 3 + ["control"]
+    assert list(res.generations["answer"]) == ["b0", "b1", "p", "i0", "i1", "p", "c0"]
+    assert list(res.generations.index) == list(range(7))
     # grades carry their answer's question and text
-    assert list(res.grades["key"]) == ["baseline-0", "baseline-1", "baseline-p", "iter0-0", "iter0-1", "iter0-p"]
-    assert list(res.grades["answer"]) == ["b0", "b1", "p", "i0", "i1", "p"]
-    assert list(res.grades["question"]) == ["q1", "q1", "pq", "q1", "q1", "pq"]
+    assert list(res.grades["key"]) == ["baseline-0", "baseline-1", "baseline-p", "iter0-0", "iter0-1", "iter0-p",
+                                       "control-0", "control-1"]
+    assert list(res.grades["answer"].fillna("-")) == ["b0", "b1", "p", "i0", "i1", "p", "c0", "-"]
+    assert list(res.grades["question"].fillna("-")) == ["q1", "q1", "pq", "q1", "q1", "pq", "q1", "-"]
+    assert list(res.grades.index) == list(range(8))
     assert len(res.grades.columns) == len(set(res.grades.columns)), "no duplicated (suffixed) columns"
-    assert set(res.summaries) == {("baseline", "original"), ("iter0", "original")}  # no paraphrase metrics written
+    assert set(res.summaries) == {("baseline", "original"), ("iter0", "original"), ("control", "original")}
     # the pass bar of this run (0.5), not the one the files were written with: baseline s1 at 1/2 passes
     assert list(res.summaries["baseline", "original"].per_question["solved"]) == [True]
     assert res.summaries["baseline", "original"].overall == {"solved": 1, "solved_rate": 1.0, "m": "baseline"}
-    assert res.stage_info == {"iter0": {"examples": 6, "steps": 4, "seconds": 2.0, "failed": ["s1"]}}
-    assert res.training.to_dict("records") == [{"stage": "iter0", "examples": 6, "corrective": None, "replay": None,
-                                                "failed": 1, "steps": 4, "seconds": 2.0, "final_loss": None}]
+    assert res.stage_info == {"iter0": {"examples": 6, "steps": 4, "seconds": 2.0, "failed": ["s1"]},
+                              "control": {"examples": 3}}
+    tr = res.training  # the control's missing counts become NaN in the frame
+    assert list(tr.columns) == ["stage", "examples", "corrective", "replay", "failed", "steps", "seconds", "final_loss"]
+    assert (list(tr["stage"]), list(tr["examples"])) == (["iter0", "control"], [6, 3])
+    assert (list(tr["failed"].fillna(-1)), list(tr["steps"].fillna(-1))) == ([1, -1], [4, -1])
     assert res.history.to_dict("records") == [{"stage": "iter0", "step": 1, "loss": 2.0},
                                               {"stage": "iter0", "step": 2, "loss": 1.5}]
 
@@ -736,3 +756,42 @@ def test_load_result_of_a_run_with_nothing_finished_is_empty(tmp_path):
     assert res.generations.empty and res.grades.empty and res.training.empty and res.history.empty
     assert (res.summaries, res.stage_info, res.judge_calls, res.judge_errors, res.seconds, res.reused) == (
         {}, {}, 0, 0, {}, {})
+
+
+@pytest.fixture
+def ascii_locale():
+    """The process's default text encoding made ASCII (as on a machine whose locale is not UTF-8, e.g. cp932 on
+    Windows): a file opened without ``encoding="utf-8"`` can no longer read Japanese."""
+    old = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_CTYPE, old)
+
+
+def test_run_files_with_japanese_text_are_read_as_utf8_whatever_the_locale(tmp_path, monkeypatch, ascii_locale):
+    run_dir = tmp_path / "done-run"
+    write_result_run(run_dir)
+    meta = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    write(run_dir / "run.json", dict(meta, data="薬のデータ"))
+    metrics = json.loads((run_dir / "baseline" / "metrics.json").read_text(encoding="utf-8"))
+    metrics["original"]["overall"]["m"] = "ベースライン"
+    metrics["seconds"] = {"generate": 1.5, "note": "生成"}
+    write(run_dir / "baseline" / "metrics.json", metrics)
+    write(run_dir / "iter0" / "train.json", {"failed": ["頭痛"], "seconds": 2.0})
+    res = R.load_result(run_dir)
+    assert res.identity["data"] == "薬のデータ"
+    assert res.stage_info["iter0"] == {"failed": ["頭痛"], "seconds": 2.0}
+    assert res.summaries["baseline", "original"].overall["m"] == "ベースライン"
+    assert res.general_perplexity()["baseline"] == 10.0 and res.stage_seconds()["generate"][0] == 1.5
+
+    run, _ = make_run(tmp_path, monkeypatch, ident=dict(IDENT, model={"profile": "小さいモデル"}))
+    src = source_stage(tmp_path / "runs", run.fingerprints["baseline"])
+    meta = json.loads((src / "config.json").read_text(encoding="utf-8"))
+    write(src / "config.json", dict(meta, note="日本語"))
+    write(run.path / "iter0" / "train.json", {"failed": ["頭痛"]})
+    run.stage(CONFIG.plan()[0], lambda sd: pytest.fail("copied"))
+    assert json.loads((run.path / "baseline" / "config.json").read_text(encoding="utf-8"))["note"] == "日本語"
+    assert R.find_finished(tmp_path / "runs", "baseline", run.fingerprints["baseline"], run.path) == src
+    assert run.train_info("iter0") == {"failed": ["頭痛"]}
