@@ -12,6 +12,7 @@ import hashlib
 import json
 import locale
 import os
+import shutil
 import time
 from dataclasses import replace
 from types import SimpleNamespace
@@ -493,6 +494,13 @@ def test_a_stage_whose_owner_gave_up_while_we_waited_is_computed(tmp_path, monke
     assert run.seconds == {"baseline": 0.0}
 
 
+def test_a_run_whose_folder_was_removed_computes_its_stage_into_a_new_one(tmp_path, monkeypatch):
+    run, _ = make_run(tmp_path, monkeypatch)
+    shutil.rmtree(run.path)  # e.g. the runs folder cleared by hand while a notebook holds the Run
+    run.stage(CONFIG.plan()[0], lambda sd: (sd.path / "grades.jsonl").write_text(""))
+    assert run.status == {"baseline": "computed"} and (run.path / "baseline" / "done").exists()
+
+
 def test_run_reads_a_stages_grades_train_data_and_train_info(tmp_path, monkeypatch):
     run, _ = make_run(tmp_path, monkeypatch)
     write_lines(run.path / "iter0" / "grades.jsonl", [{"key": "k1"}])
@@ -546,6 +554,7 @@ def test_per_question_orders_by_plan_then_question_within_one_split():
     assert list(df["stage"]) == ["baseline", "baseline", "control", "control"]
     assert list(df["symptom_id"]) == ["s1", "s2", "s1", "s2"]
     assert list(df["accuracy"]) == [0.5, 0.0, 1.0, 0.5] and list(df.index) == [0, 1, 2, 3]
+    assert list(df.columns) == ["symptom_id", "n", "n_correct", "mean", "accuracy", "unsafe", "solved", "stage"]
     assert isinstance(df["stage"].dtype, pd.CategoricalDtype)
     assert list(df["stage"].cat.categories) == STAGES4 and df["stage"].cat.ordered
     para = result(summaries=summaries).per_question("paraphrase")
@@ -648,6 +657,8 @@ def test_general_perplexity_and_stage_seconds_read_each_stages_metrics(tmp_path)
     assert list(sec["perplexity"].fillna(-1)) == [1.0, -1, -1]
     assert all(sec[c].dtype == float for c in ("train", "generate", "judge", "perplexity"))
     assert res.adapter_path("iter0") == tmp_path / "iter0" / "adapter"
+    nothing = result(tmp_path, stages=[]).stage_seconds()  # a run with no finished stage: the columns, no rows
+    assert list(nothing.columns) == ["stage", "train", "generate", "judge", "perplexity"] and len(nothing) == 0
 
 
 def test_training_row_counts_failed_questions_only_when_recorded():
