@@ -806,3 +806,103 @@ def test_run_files_with_japanese_text_are_read_as_utf8_whatever_the_locale(tmp_p
     assert json.loads((run.path / "baseline" / "config.json").read_text(encoding="utf-8"))["note"] == "日本語"
     assert R.find_finished(tmp_path / "runs", "baseline", run.fingerprints["baseline"], run.path) == src
     assert run.train_info("iter0") == {"failed": ["頭痛"]}
+
+
+# ----------------------------------------------------------------------------- content keys (iterations k >= 1)
+
+ITER1 = C.Stage("iter1", C.ITERATION, 1, "iter0")
+
+
+def test_an_iterations_content_key_written_out():
+    sel = SimpleNamespace(failed=("s2", "s3"), passed=["s1"], replayed=["s1"],
+                          records=[{"prompt": "症状: s2", "response": "参照"}])
+    expected = {"stage": "iter1", "parent": "parent-key", "epochs_iter": 30.0, "failed": ["s2", "s3"],
+                "passed": ["s1"], "replayed": ["s1"], "records": [{"prompt": "症状: s2", "response": "参照"}]}
+    assert R.iteration_content_key(C.LoopConfig(), ITER1, "parent-key", sel) == sha(expected)
+    dpo = C.LoopConfig(update_rule="dpo", control=False)  # the rule and its knobs count; bar and ratio never
+    assert R.iteration_content_key(dpo, ITER1, "parent-key", sel) == sha(
+        dict(expected, update_rule="dpo", dpo_beta=0.1, dpo_learning_rate=2e-5))
+
+
+def test_a_stages_content_key_is_its_own_or_else_its_fingerprint(tmp_path, monkeypatch):
+    run, _ = make_run(tmp_path, monkeypatch)
+    write(run.path / "iter1" / "config.json", {"fingerprint": "fp1", "content_key": "ck1"})
+    write(run.path / "iter0" / "config.json", {"fingerprint": "fp0"})
+    write(run.path / "old" / "config.json", {"fingerprint": "fp-old", "content_key": None})
+    assert [run.content_key(s) for s in ("iter1", "iter0", "old")] == ["ck1", "fp0", "fp-old"]
+
+
+def test_find_finished_by_content_key_ignores_fingerprints(tmp_path):
+    write(tmp_path / "a" / "iter1" / "config.json", {"fingerprint": "ck"})  # a fingerprint equal to the key
+    (tmp_path / "a" / "iter1" / "done").write_text("t\n")
+    write(tmp_path / "b" / "iter1" / "config.json", {"fingerprint": "other", "content_key": "ck"})
+    (tmp_path / "b" / "iter1" / "done").write_text("t\n")
+    assert R.find_finished(tmp_path, "iter1", "ck", tmp_path / "x", key="content_key") == tmp_path / "b" / "iter1"
+    assert R.find_finished(tmp_path, "iter1", "ck", tmp_path / "x") == tmp_path / "a" / "iter1"
+
+
+def finished_iteration(runs_dir, run, content_key, fingerprint="fp-of-another-run"):
+    d = runs_dir / run / "iter1"
+    write(d / "config.json", {"stage": "iter1", "fingerprint": fingerprint, "content_key": content_key,
+                              "parent": "iter0", "run": run, "config": {"old": True}})
+    write_lines(d / "grades.jsonl", [])
+    (d / "done").write_text("t\n")
+    return d
+
+
+def test_an_iteration_with_the_same_content_key_is_copied_under_this_runs_fingerprint(tmp_path, monkeypatch):
+    run, log = make_run(tmp_path, monkeypatch)
+    finished_iteration(tmp_path / "runs", "0-other", "ck")
+    asked = []
+    run.stage(ITER1, lambda sd: pytest.fail("same parent and data: copied"),
+              content_key=lambda: asked.append(1) or "ck")
+    assert asked == [1] and run.status == {"iter1": "copied from 0-other"}
+    assert json.loads((run.path / "iter1" / "config.json").read_text(encoding="utf-8")) == {
+        "stage": "iter1", "fingerprint": run.fingerprints["iter1"], "content_key": "ck", "parent": "iter0",
+        "run": run.path.name, "config": CONFIG.to_dict(), "copied_from": "0-other"}
+    assert log == ["[iter1] identical stage found in run 0-other: copied, nothing recomputed"]
+
+
+def test_an_identical_fingerprint_is_copied_before_the_content_key_is_asked_for(tmp_path, monkeypatch):
+    run, _ = make_run(tmp_path, monkeypatch)
+    finished_iteration(tmp_path / "runs", "0-same", "ck-a", fingerprint=run.fingerprints["iter1"])
+    finished_iteration(tmp_path / "runs", "1-key", "ck-b")
+    run.stage(ITER1, lambda sd: pytest.fail("copied"), content_key=lambda: pytest.fail("not needed"))
+    assert run.status == {"iter1": "copied from 0-same"}
+
+
+def test_an_iteration_computed_with_a_content_key_is_claimed_and_filed_under_it(tmp_path, monkeypatch):
+    run, _ = make_run(tmp_path, monkeypatch)
+    finished_iteration(tmp_path / "runs", "0-other", "another-key")
+    claims = []
+    run.stage(ITER1, lambda sd: claims.extend(p.name for p in (tmp_path / "runs" / ".claims").iterdir()),
+              content_key=lambda: "ck")
+    assert claims == ["iter1-ck"] and run.status == {"iter1": "computed"}
+    meta = json.loads((run.path / "iter1" / "config.json").read_text(encoding="utf-8"))
+    assert (meta["content_key"], meta["fingerprint"], "copied_from" in meta) == ("ck", run.fingerprints["iter1"], False)
+    assert list(meta)[:3] == ["stage", "fingerprint", "content_key"]
+
+
+def test_an_iteration_without_a_content_key_is_claimed_by_its_fingerprint(tmp_path, monkeypatch):
+    run, _ = make_run(tmp_path, monkeypatch)
+    claims = []
+    run.stage(ITER1, lambda sd: claims.extend(p.name for p in (tmp_path / "runs" / ".claims").iterdir()),
+              content_key=lambda: None)
+    assert claims == [f"iter1-{run.fingerprints['iter1']}"] and run.status == {"iter1": "computed"}
+    assert "content_key" not in json.loads((run.path / "iter1" / "config.json").read_text(encoding="utf-8"))
+
+
+def test_an_iteration_another_process_finished_under_its_content_key_while_we_waited_is_copied(
+        tmp_path, monkeypatch, kill_calls):
+    clock = Clock()
+    run, _ = make_run(tmp_path, monkeypatch, clock=clock)
+    claim = claim_file(tmp_path / "runs", "4242").with_name("iter1-ck")
+    claim.with_name("iter0-abc").rename(claim)  # a live process holds the content key
+
+    def other_process_finishes():
+        finished_iteration(tmp_path / "runs", "0-other", "ck")
+        claim.unlink()
+
+    clock.on_sleep = other_process_finishes
+    run.stage(ITER1, lambda sd: pytest.fail("computed by the other process: copied"), content_key=lambda: "ck")
+    assert clock.sleeps == [1.0] and run.status == {"iter1": "copied from 0-other"}
