@@ -806,6 +806,8 @@ def test_run_files_with_japanese_text_are_read_as_utf8_whatever_the_locale(tmp_p
     assert json.loads((run.path / "baseline" / "config.json").read_text(encoding="utf-8"))["note"] == "日本語"
     assert R.find_finished(tmp_path / "runs", "baseline", run.fingerprints["baseline"], run.path) == src
     assert run.train_info("iter0") == {"failed": ["頭痛"]}
+    write(run.path / "iter1" / "config.json", {"fingerprint": "fp", "content_key": "ck", "note": "反復"})
+    assert run.content_key("iter1") == "ck"
 
 
 # ----------------------------------------------------------------------------- content keys (iterations k >= 1)
