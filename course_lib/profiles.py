@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .paths import REPO_ROOT, qwen_path
-from .device import DeviceChoice, pick_device
+from .device import DeviceChoice, keep_freed_memory, pick_device
 
 QWEN_ID = "Qwen/Qwen3-0.6B"
 PROFILES = ("auto", "tiny", "qwen3-0.6b")
@@ -149,6 +149,7 @@ def load_model(profile: str = "auto", device: str | None = None, verbose: bool =
         # Tiny matrices: handing work between threads costs more than it saves,
         # and on a busy machine it made runs 10-40x slower (measured here).
         torch.set_num_threads(1)
+        keep_freed_memory()  # small tensors freed and allocated at every step: no page faults for them
     tokenizer = AutoTokenizer.from_pretrained(resolved.source)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -14,6 +17,49 @@ def test_device_choice_on_this_machine():
     if choice.device == "cpu":
         assert choice.dtype == torch.float32
     assert pick_device("cpu").device == "cpu"
+
+
+# Frees 256 blocks of 256 KiB (64 MiB, the size of a training step's activations) and prints how much of it
+# the process gave back to the kernel.
+RELEASED = """
+import os, sys, torch
+from course_lib.device import keep_freed_memory
+def rss_mb():
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+if sys.argv[1] == "keep":
+    assert keep_freed_memory()
+blocks = [torch.empty(65536) for _ in range(256)]
+for b in blocks:
+    b.fill_(1.0)
+full = rss_mb()
+del blocks, b
+print(full - rss_mb())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator settings exist on Linux only")
+def test_freed_memory_stays_in_the_process_for_the_next_step():
+    def released_mb(mode: str) -> float:
+        out = subprocess.run([sys.executable, "-c", RELEASED, mode], capture_output=True, text=True, check=True)
+        return float(out.stdout)
+
+    assert released_mb("default") > 48  # glibc's default: the freed 64 MiB go back (and fault in again next step)
+    assert released_mb("keep") < 4  # kept for the next allocation
+
+
+def test_keeping_freed_memory_is_a_no_op_off_linux(monkeypatch):
+    from course_lib import device
+
+    monkeypatch.setattr(device.sys, "platform", "darwin")
+    assert device.keep_freed_memory() is False
+
+
+def test_the_tiny_model_on_the_cpu_keeps_freed_memory(monkeypatch):
+    calls = []
+    monkeypatch.setattr(profiles, "keep_freed_memory", lambda: calls.append("kept") or True)
+    loaded = profiles.load_model("tiny", device="cpu", verbose=False)
+    assert loaded.profile == "tiny" and calls == ["kept"]
 
 
 @pytest.mark.parametrize("gpu, native_bf16, dtype", [("NVIDIA H200", True, torch.bfloat16),

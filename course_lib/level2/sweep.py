@@ -31,6 +31,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 import pandas as pd
 import torch
 
+from ..device import keep_freed_memory
 from ..lora import ALL_PROJ_MODULES, ATTENTION_MODULES, attach_lora, lora_parameter_count
 from ..parallel import default_workers, run_jobs
 from ..sft import AnswerOnlyCollator, encode_dataset
@@ -307,6 +308,7 @@ def _worker_base(folder: str, dtype: str, training: bool):
         from transformers import AutoModelForCausalLM
 
         torch.set_num_threads(1)  # as load_model does for the tiny model: two workers, two cores
+        keep_freed_memory()  # as load_model does too
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype)).train(training)
         _WORKER_BASES[key] = (model, BaseSnapshot(model), weights_digest(model))
     return _WORKER_BASES[key]
