@@ -157,7 +157,7 @@ def find_finished(runs_dir: Path, stage: str, fingerprint: str, exclude: Path, k
             continue
         try:
             meta = json.loads((cand / "config.json").read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
+        except (OSError, ValueError):  # unreadable, not UTF-8 or not JSON: nothing to copy from
             continue
         if meta.get(key) == fingerprint:
             return cand

@@ -14,7 +14,6 @@ import locale
 import os
 import shutil
 import time
-from dataclasses import replace
 from types import SimpleNamespace
 
 import pandas as pd
@@ -181,6 +180,9 @@ def test_find_finished_skips_its_own_run_unfinished_unreadable_and_other_stages(
     (tmp_path / "e-no-config" / "baseline" / "done").write_text("t\n")
     write(tmp_path / "f-no-fp" / "baseline" / "config.json", {"stage": "baseline"})
     (tmp_path / "f-no-fp" / "baseline" / "done").write_text("t\n")
+    (tmp_path / "f-not-utf8" / "baseline").mkdir(parents=True)
+    (tmp_path / "f-not-utf8" / "baseline" / "config.json").write_bytes(b'{"fingerprint": "fp", "x": "\xff"}')
+    (tmp_path / "f-not-utf8" / "baseline" / "done").write_text("t\n")
     assert R.find_finished(tmp_path, "baseline", "fp", tmp_path / "a-own") is None
     assert R.find_finished(tmp_path, "iter0", "fp", tmp_path / "x") is None
     assert R.find_finished(tmp_path, "baseline", "fp", tmp_path / "x") == own
