@@ -15,7 +15,6 @@ it on a fixed slice of ``datasets/pretrain`` to see what fine-tuning forgets.
 """
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import Sequence

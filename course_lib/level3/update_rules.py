@@ -29,7 +29,7 @@ import math
 import random
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import pandas as pd
