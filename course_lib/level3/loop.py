@@ -253,7 +253,8 @@ def run_loop(config: LoopConfig, loaded, judge, progress: bool = True, data: Loo
 
     Reads as the stage sequence: for each stage of ``config.plan()`` (baseline → iter0 →
     iter1..K → control), ``run.stage`` keeps it if done, copies an identical finished stage
-    from another run (the same fingerprint, or for an iteration the same parent and data), or trains (:class:`LoopStages`) and evaluates it (:func:`evaluate_stage`).
+    from another run (the same fingerprint, or for an iteration the same parent and data), or
+    trains (:class:`LoopStages`) and evaluates it (:func:`evaluate_stage`).
     """
     data = data or LoopData.load()
     progress = progress and not paths.headless()
